@@ -1,0 +1,1 @@
+"""Jinja templates for model and dataset cards (shipped as ``hf_structguard.model_cards``)."""
