@@ -1,0 +1,321 @@
+"""Model cards for unlearned models, rendered from ``model_cards/model_card.md``.
+
+The card's YAML carries a ``model-index`` (huggingface_hub ``ModelCardData(eval_results=[EvalResult...])``)
+with the Before and after numbers; the body has a readable results table, the method and its
+hyperparameters, base model / dataset / anchor links, library versions, the deletion receipt and the
+limitations. Nothing that identifies the forgotten samples is published: no images, no ids, no salt, and
+no seeds (with k and a public dataset, the forget-set seed would give the ids back).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from importlib import resources
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .receipt import DeletionReceipt, receipt_for_run
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE = "model_card.md"
+CARD_FILE = "README.md"
+HUB_URL = "https://huggingface.co"
+LIBRARIES = ("hf-structguard", "torch", "transformers", "timm", "datasets", "accelerate", "huggingface_hub", "peft")
+
+METHOD_DESCRIPTIONS = {
+    "structguard": (
+        "StructGuard (Hong, Shin & Kim, *Stake the Points: Structure-Faithful Instance Unlearning*, CVPR 2026): "
+        "the forget samples are pushed to misclassification (negative cross-entropy) while targeted-PGD probes "
+        "around them stand in for the retain set (cross-entropy through a learnable projector). Semantic anchors "
+        "(text embeddings of class attribute descriptions) act as stakes: the probes' affinities to the anchors "
+        "are kept aligned with those of the original model (structure-aware alignment), and parameters that "
+        "matter for that structure are held close to their original values (structure-aware regularisation, "
+        "plus an elastic-net penalty on the classifier). The projector is part of the published model."
+    ),
+    "l2ul": "L2UL (Cha et al., AAAI 2024): negative cross-entropy on the forget set, cross-entropy on targeted "
+            "adversarial probes, and an importance-weighted (MAS) L2 pull towards the original weights.",
+    "adv": "Adv: negative cross-entropy on the forget set plus cross-entropy on targeted adversarial probes.",
+    "neggrad": "NegGrad: gradient ascent (negative cross-entropy) on the forget set only.",
+    "rawp": "RAWP: adversarial weight perturbations applied repeatedly with the forget data to induce "
+            "misclassification.",
+    "fisher": "Fisher forgetting (Golatkar et al., CVPR 2020): noise scaled by the inverse Fisher information, "
+              "estimated with the forget data only.",
+    "oracle": "Oracle: cross-entropy on retain batches minus cross-entropy on forget batches. It USES THE RETAIN "
+              "SET and is a reference, not retain-free unlearning.",
+}
+
+# (key path, label, split, metric type, scale of the stored value, higher is better)
+_ACCURACY_ROWS = [
+    (("A_test",), "A_test", "test", "accuracy", 1.0, True),
+    (("A_r",), "A_r", "train (retain)", "accuracy", 1.0, True),
+    (("forget_error",), "100 − A_f", "train (forget)", "forget_error", 1.0, True),
+]
+_RETRIEVAL_ROWS = [
+    (("retrieval", which, metric), f"{metric} ({which} queries)", f"train ({which})", metric.lower(), 1.0,
+     which == "retain")
+    for which in ("retain", "forget") for metric in ("R@1", "R@5", "R@10", "mAP")
+]
+_MIA_ROWS = [
+    (("mia", "forget_member_rate"), "MIA: forget samples called members", "train (forget)", "mia_member_rate",
+     100.0, False),
+    (("mia", "forget_auc"), "MIA: forget-vs-unseen AUC", "train (forget)", "mia_auc", 1.0, False),
+    (("mia", "attack_auc_cv"), "MIA: member-vs-non-member attack AUC", "train (retain)", "mia_attack_auc", 1.0,
+     None),
+]
+_CONSISTENCY_ROW = (("consistency", "mean"), "Representation consistency (mean cosine)", "train (retain)",
+                    "consistency", 1.0, True)
+
+# Keys never published as hyperparameters: anything that could lead back to the forgotten samples (seeds,
+# ids, salts), credentials, and local paths.
+_PRIVATE_KEY = re.compile(
+    r"seed|indices|(^|_)ids?(_|$)|salt|token|^forget_(k|classes|set)|(^|_)(dir|path|file|run_name)(_|$)"
+    r"|^hub_|^push_to_hub|^report_to|^logging_", re.IGNORECASE,
+)
+_TRAINING_ARGUMENT_KEYS = {"learning_rate", "weight_decay", "per_device_train_batch_size", "max_steps",
+                           "num_train_epochs"}
+
+
+def write_model_card(
+    output_dir: str | os.PathLike,
+    method: str,
+    results: dict,
+    run_config: dict,
+    anchors_repo: str | None = None,
+    base_model: str | None = None,
+    dataset: str | None = None,
+    *,
+    repo_id: str | None = None,
+    salt: str | None = None,
+) -> Path:
+    """Render the model card of ``<output_dir>/<method>`` and write it there as ``README.md``.
+
+    ``results`` is the content of ``results.json`` (or just its ``"methods"`` mapping: ``"before"`` and
+    ``method`` -> evaluation dicts); ``run_config`` the run configuration recorded in it. ``anchors_repo``,
+    ``base_model`` and ``dataset`` are Hub ids to link (defaults: taken from ``run_config`` when they are Hub
+    ids); ``repo_id`` is where the model will live (for the usage snippet). Also writes the public
+    ``deletion_receipt.json`` next to the card; the fingerprint's salt is ``salt`` or the private
+    ``<output_dir>/deletion_salt.txt`` (created with a random salt if missing). Returns the card's path.
+    """
+    output_dir = Path(output_dir)
+    model_dir = output_dir / method
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"{model_dir} has no config.json: save the unlearned model there (save_pretrained) first.")
+    methods = results.get("methods", results)
+    if method not in methods:
+        raise ValueError(f"results have no entry for method {method!r} (found: {sorted(methods)}).")
+    receipt = receipt_for_run(output_dir, method, salt)
+    card = render_model_card(
+        method, methods, run_config, receipt,
+        model_config=json.loads((model_dir / "config.json").read_text(encoding="utf-8")),
+        anchors_repo=anchors_repo, base_model=base_model, dataset=dataset, repo_id=repo_id,
+    )
+    path = model_dir / CARD_FILE
+    tmp = path.with_name(f".{CARD_FILE}.tmp")
+    tmp.write_text(str(card), encoding="utf-8")
+    tmp.replace(path)
+    logger.info("Wrote the model card %s", path)
+    return path
+
+
+def render_model_card(
+    method: str,
+    methods: dict,
+    run_config: dict,
+    receipt: DeletionReceipt,
+    *,
+    model_config: dict | None = None,
+    anchors_repo: str | None = None,
+    base_model: str | None = None,
+    dataset: str | None = None,
+    repo_id: str | None = None,
+) -> ModelCard:
+    """The :class:`~huggingface_hub.ModelCard` of ``method``'s model (see :func:`write_model_card`)."""
+    after, before = methods[method], _before(methods)
+    model_config = model_config or {}
+    data_config = run_config.get("data") or {}
+    model_args = run_config.get("model") or {}
+    anchor_args = run_config.get("anchors") or {}
+    base_model = _hub_id(base_model) if base_model else _hub_id(model_args.get("model_name_or_path"))
+    dataset = _hub_id(dataset) if dataset else _hub_id(data_config.get("dataset"))
+    anchors_repo = _hub_id(anchors_repo) if anchors_repo else _hub_id(anchor_args.get("anchors"))
+    dataset_type = dataset or ("sklearn-digits" if not data_config.get("dataset") else "local")
+    dataset_source = run_config.get("dataset_source") or dataset_type
+    if dataset_type == "local":  # never print a local path
+        dataset_source = f"a local dataset (`{Path(str(data_config['dataset'])).name}`)"
+    model_name = (repo_id.split("/")[-1] if repo_id else
+                  f"{model_config.get('backbone', 'model')}-{dataset_type.split('/')[-1]}-{method}-k{receipt.k}")
+
+    rows = _metric_rows(after, before)
+    eval_results = []
+    for row in rows:
+        for value, suffix in ((row["after"], ""), (row["before"], " (Before)")):
+            if value is not None:
+                eval_results.append(EvalResult(
+                    task_type="image-classification", task_name="Image Classification",
+                    dataset_type=dataset_type, dataset_name=dataset or dataset_source, dataset_split=row["split"],
+                    metric_type=row["type"], metric_name=row["label"] + suffix, metric_value=round(value, 4),
+                ))
+    card_data = ModelCardData(
+        model_name=model_name,
+        eval_results=eval_results,
+        base_model=base_model,
+        datasets=[d for d in (dataset, anchors_repo) if d] or None,
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=["machine-unlearning", "instance-unlearning", method, "timm", "structguard"],
+    )
+    template = resources.files("hf_structguard.model_cards").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    return ModelCard.from_template(
+        card_data,
+        template_str=template,
+        model_title=model_name,
+        method=method,
+        method_description=METHOD_DESCRIPTIONS.get(method.lower(), f"Unlearning method `{method}`."),
+        retain_free=method.lower() != "oracle",
+        repo_id=repo_id,
+        base_model_id=base_model,
+        base_model_text=_describe_source(model_args.get("model_name_or_path")),
+        dataset_id=dataset,
+        dataset_source=dataset_source,
+        anchors_repo=anchors_repo,
+        text_encoder=_text_encoder(anchor_args),
+        hub_url=HUB_URL,
+        model_config=_model_details(model_config),
+        class_names=_class_names(model_config),
+        results_rows=[row for row in rows if row["after"] is not None or row["before"] is not None],
+        steps=after.get("steps"),
+        stopped_at_zero=after.get("stopped_at_zero"),
+        mia=after.get("mia"),
+        hyperparameters=_hyperparameters(run_config, method),
+        versions=run_config.get("versions") or library_versions(),
+        receipt=receipt,
+    )
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a run depends on."""
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _before(methods: dict) -> dict:
+    for name, metrics in methods.items():
+        if name.lower() == "before":
+            return metrics
+    return {}
+
+
+def _lookup(metrics: dict, path: tuple[str, ...]):
+    if path == ("forget_error",):
+        return None if metrics.get("A_f") is None else 100.0 - float(metrics["A_f"])
+    value = metrics
+    for key in path:
+        if not isinstance(value, dict) or value.get(key) is None:
+            return None
+        value = value[key]
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _metric_rows(after: dict, before: dict) -> list[dict]:
+    rows = []
+    for path, label, split, metric_type, scale, higher in (
+        _ACCURACY_ROWS + _RETRIEVAL_ROWS + [_CONSISTENCY_ROW] + _MIA_ROWS
+    ):
+        values = [_lookup(m, path) for m in (after, before)]
+        values = [None if v is None else v * scale for v in values]
+        if values[0] is None and values[1] is None:
+            continue
+        better = {True: "↑", False: "↓", None: ""}[higher]
+        rows.append({"label": label, "split": split, "type": metric_type, "after": values[0],
+                     "before": values[1], "better": better})
+    return rows
+
+
+def _hub_id(value: str | None) -> str | None:
+    """``value`` as a Hub repo id (``hf-hub:`` prefix removed), or None for local paths and timm names."""
+    if not value:
+        return None
+    value = str(value)
+    if value.startswith("hf-hub:"):
+        value = value[len("hf-hub:"):]
+    elif ":" in value or os.path.exists(value):
+        return None
+    return value if re.fullmatch(r"[\w.-]+/[\w.-]+", value) else None
+
+
+def _describe_source(value: str | None) -> str:
+    """Readable base-model description that never prints a local path."""
+    if not value:
+        return "a classifier trained by hf-structguard on the dataset (no pretrained checkpoint given)"
+    hub_id = _hub_id(value)
+    if hub_id:
+        return f"[{hub_id}]({HUB_URL}/{hub_id})"
+    if value.startswith("local-dir:") or os.path.exists(value):
+        return f"a local checkpoint (`{Path(value.partition('local-dir:')[2] or value).name}`)"
+    return f"timm `{value}`"
+
+
+def _text_encoder(anchor_args: dict) -> str | None:
+    metadata = anchor_args.get("metadata") or {}
+    encoder = metadata.get("encoder") or anchor_args.get("text_encoder")
+    return str(encoder) if encoder else None
+
+
+def _model_details(config: dict) -> dict:
+    keys = ("backbone", "image_size", "mean", "std", "num_features", "projector_dim", "anchor_dim",
+            "classify_through_projector", "cifar_stem")
+    return {key: config[key] for key in keys if key in config}
+
+
+def _class_names(config: dict) -> list[str]:
+    id2label = config.get("id2label") or {}
+    return [str(id2label[key]) for key in sorted(id2label, key=lambda k: int(k))]
+
+
+def _public(key: str, value) -> bool:
+    """Whether a config entry may be published: not private by name, not empty, not a local path."""
+    if _PRIVATE_KEY.search(key) or value in (None, "", "None", [], {}) or (key == "max_steps" and value == -1):
+        return False
+    return not (isinstance(value, str) and (value.startswith(("/", "~", "./", "../"))
+                                            or re.match(r"^[A-Za-z]:\\", value)))
+
+
+def _flatten(prefix: str, values: dict) -> list[tuple[str, str]]:
+    items = []
+    for key, value in values.items():
+        if not _public(str(key), value):
+            continue
+        if isinstance(value, dict):
+            items.extend(_flatten(f"{prefix}{key}.", value))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            items.append((f"{prefix}{key}", text if len(text) <= 120 else text[:117] + "..."))
+    return items
+
+
+def _hyperparameters(run_config: dict, method: str) -> list[tuple[str, str]]:
+    """Public hyperparameters: the method's unlearning config, the probe and the anchor settings."""
+    unlearning = (run_config.get("unlearning") or {}).get(method) or {}
+    try:
+        from transformers import TrainingArguments
+
+        generic = set(TrainingArguments.__dataclass_fields__) - _TRAINING_ARGUMENT_KEYS
+    except ImportError:
+        generic = set()
+    generic |= {"train_batch_size", "eval_batch_size"}  # properties added by TrainingArguments.to_sanitized_dict
+    unlearning = {key: value for key, value in unlearning.items() if key not in generic}
+    anchors = {key: value for key, value in (run_config.get("anchors") or {}).items()
+               if key in ("text_encoder", "anchor_join", "anchors_per_class")}
+    return (_flatten("", unlearning) + _flatten("probes.", run_config.get("probes") or {})
+            + _flatten("anchors.", anchors))
