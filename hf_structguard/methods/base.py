@@ -1,0 +1,128 @@
+"""The unlearning-method interface and its registry.
+
+A method turns one paired minibatch (probes + forget samples) into named loss terms. The trainer only
+talks to this interface and never names a method: adding a method is one module in ``methods/`` that
+subclasses :class:`UnlearningMethod` and decorates it with :func:`register_method`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..anchors import AnchorSet
+    from ..trainer.config import UnlearningConfig
+
+METHOD_REGISTRY: dict[str, type[UnlearningMethod]] = {}
+
+
+def register_method(name: str):
+    """Class decorator that registers an :class:`UnlearningMethod` subclass under ``name``."""
+
+    def decorator(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
+        if not (isinstance(cls, type) and issubclass(cls, UnlearningMethod)):
+            raise TypeError(f"@register_method({name!r}) needs an UnlearningMethod subclass, got {cls!r}")
+        if name in METHOD_REGISTRY and METHOD_REGISTRY[name] is not cls:
+            raise ValueError(f"method name {name!r} is already registered by {METHOD_REGISTRY[name].__qualname__}")
+        cls.name = name
+        METHOD_REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def get_method(name: str) -> type[UnlearningMethod]:
+    """The registered method class called ``name``; ValueError listing the known names otherwise."""
+    try:
+        return METHOD_REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(METHOD_REGISTRY)) or "(none registered)"
+        raise ValueError(f"unknown unlearning method {name!r}; choose one of: {known}") from None
+
+
+class UnlearningMethod:
+    """Base class of a pluggable unlearning loss.
+
+    Attributes set by the constructor: ``args`` (the :class:`UnlearningConfig`), ``original_model`` (a frozen
+    copy of the Before model in eval mode), ``anchors`` (an ``AnchorSet`` or None), ``retain_dataset``
+    (only for methods with ``needs_retain``; such methods draw their own retain batches, deterministically
+    from ``step`` — see :func:`hf_structguard.trainer.batching.cyclic_batch`).
+    Attributes the trainer sets before :meth:`prepare`: ``probes`` (the ``ProbeSet``), ``forget_images`` and
+    ``forget_labels`` (the whole forget set, CPU tensors).
+
+    In multi-process runs the model passed to :meth:`compute_loss` is the unwrapped model, called inside the
+    DDP forward (so gradients are synchronised); hooks run on every rank and must be deterministic across
+    ranks (same data, seeded generators), so that all ranks keep identical parameters.
+
+    Class attributes:
+        name: registry name (set by :func:`register_method`).
+        defaults: :class:`UnlearningConfig` field values applied when the user left a field unset
+            (``learning_rate``, ``momentum``, ``weight_decay``, ``probe_epsilon``, ...), from method.md.
+        needs_anchors / needs_retain: the trainer raises a clear error when they are missing.
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    needs_anchors: ClassVar[bool] = False
+    needs_retain: ClassVar[bool] = False
+
+    probes: Any = None
+    forget_images: torch.Tensor | None = None
+    forget_labels: torch.Tensor | None = None
+
+    def __init__(
+        self,
+        args: UnlearningConfig,
+        original_model: nn.Module,
+        anchors: AnchorSet | None = None,
+        retain_dataset: Any = None,
+    ) -> None:
+        if self.needs_anchors and anchors is None:
+            raise ValueError(f"method {self.name!r} needs anchors (an AnchorSet); pass anchors=...")
+        if self.needs_retain and retain_dataset is None:
+            raise ValueError(f"method {self.name!r} needs the retain set; pass retain_dataset=...")
+        self.args = args
+        self.original_model = original_model
+        self.anchors = anchors
+        self.retain_dataset = retain_dataset
+
+    def prepare(self, model: nn.Module) -> None:
+        """Called once before the optimizer is created (e.g. add a projector, precompute targets)."""
+
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        """Optimizer parameter groups; default: every trainable parameter at ``args.learning_rate``."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        return [{"params": params, "lr": self.args.learning_rate}]
+
+    def compute_loss(
+        self, model: nn.Module, probe_batch: dict, forget_batch: dict, step: int
+    ) -> dict[str, torch.Tensor]:
+        """Named loss terms for one paired minibatch; key ``"loss"`` is the total that is back-propagated.
+
+        Batches are ``{"pixel_values": (n, 3, H, W) float in [0, 1], "labels": (n,) int64}``; probe labels are
+        the probes' TARGET classes; the probe batch also carries ``"probe_index"`` (n,), the rows of the
+        ``ProbeSet``. ``step`` is the 0-based global optimisation step (``trainer.state.global_step``).
+        """
+        raise NotImplementedError
+
+    def on_step_begin(self, model: nn.Module, step: int, trainer: Any) -> None:
+        """Optional hook before the step's forward pass (e.g. importance estimation at step 1)."""
+
+    def on_step_end(self, model: nn.Module, step: int, trainer: Any) -> None:
+        """Optional hook after the optimizer step (e.g. weight perturbations, noise)."""
+
+    def anchor_matrix(self) -> torch.Tensor | None:
+        """The (b, d_a) anchors the structure is measured against (for drift logging); None without anchors."""
+        return None if self.anchors is None else self.anchors.embeddings
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors that make up the method's state (saved in checkpoints as safetensors); default none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned (called on resume, after :meth:`prepare`)."""
+        if state:
+            raise ValueError(f"method {self.name!r} keeps no state but the checkpoint holds {sorted(state)}")

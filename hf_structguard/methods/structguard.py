@@ -1,0 +1,206 @@
+"""StructGuard (Hong, Shin, Kim, CVPR 2026; method.md §3–§5): structure-faithful instance unlearning.
+
+Per step, with a probe minibatch ``x_s`` (target labels ``y_s``) and a forget minibatch ``x_f``, both passed
+through the backbone in ONE forward of the concatenated batch (train-mode BatchNorm sees the combined
+minibatch, as in L2UL):
+
+- ``deletion  = −n_f/(n_f+n_a)·CE(h(g(x_f)), y_f)`` — bypasses the projector;
+- ``retention =  n_a/(n_f+n_a)·CE(h(p(g(x_s))), y_s)`` — through the projector;
+- ``alignment = L_align(S_ori[x_s], S_unl[x_s])`` (:func:`~hf_structguard.structure.alignment_loss`);
+- ``regularization = ½ Σ_j I_j (ψ_j − ψ_j^ori)²`` over the feature extractor ψ, zero until the importance
+  ``I`` is computed at step ``importance_step`` (the second optimisation step by default);
+- ``classifier_reg = 0.99‖W‖₁ + ½·0.01‖W‖²_F`` on the classifier weight.
+
+``loss = deletion + retention + w_a·alignment + λ·regularization + w_c·classifier_reg`` (1, 1, 0.001 by
+default); SA, SR and CR can be switched off (``use_alignment``, ``use_regularization``,
+``use_classifier_reg``). Plain SGD with two parameter groups (model lr, projector lr).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..modeling import anchor_space_map
+from ..structure import (
+    AnchorSpace,
+    alignment_loss,
+    elastic_net,
+    importance_penalty,
+    structure,
+    structure_importance,
+)
+from .adv import weighted_deletion_retention
+from .base import UnlearningMethod, register_method
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def pooled_features(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``g(x)`` of ``model`` in eval mode, computed in batches on the model's device."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model.features(chunk.to(device)) for chunk in images.split(batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def visual_prototypes(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, anchor_dim: int, feature_map_seed: int = 0
+) -> torch.Tensor:
+    """Visual anchors (paper Table 4): per-class means of ``features``, mapped to anchor space, L2-normalised.
+
+    Classes without any sample are left out (the structure then has fewer columns).
+    """
+    present = [c for c in range(num_classes) if bool((labels == c).any())]
+    if not present:
+        raise ValueError("visual prototypes need at least one labelled probe")
+    missing = sorted(set(range(num_classes)) - set(present))
+    if missing:
+        logger.warning("visual prototypes: no probe targets class(es) %s; those anchors are left out", missing)
+    means = torch.stack([features[labels == c].mean(0) for c in present])
+    d = features.shape[1]
+    if d != anchor_dim:
+        means = means @ anchor_space_map(d, anchor_dim, feature_map_seed).to(means.device)
+    return F.normalize(means, dim=1)
+
+
+@register_method("structguard")
+class StructGuard(UnlearningMethod):
+    """StructGuard losses (module docstring). Needs anchors unless ``anchor_type="visual"``."""
+
+    defaults: ClassVar[dict] = {
+        "learning_rate": 0.005,
+        "projector_learning_rate": 0.009,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "probe_epsilon": 3.0,
+        "probes_per_image": 20,
+    }
+
+    def __init__(self, args, original_model, anchors=None, retain_dataset=None):
+        super().__init__(args, original_model, anchors, retain_dataset)
+        if args.anchor_type == "semantic" and anchors is None:
+            raise ValueError("structguard with anchor_type='semantic' needs anchors (an AnchorSet); pass anchors=...")
+        self.space: AnchorSpace | None = None
+        self.s_ori: torch.Tensor | None = None
+        self.reference: dict[str, torch.Tensor] = {}
+        self.importance: dict[str, torch.Tensor] | None = None
+        self.align = partial(
+            alignment_loss,
+            measure=args.alignment_measure,
+            axis=args.alignment_axis,
+            temperature=args.alignment_temperature,
+            bandwidth=args.mmd_bandwidth,
+        )
+
+    def prepare(self, model):
+        """Anchors, ``S_ori`` of every probe, ψ^ori, and a seeded projector when the model has none."""
+        if self.probes is None:
+            raise ValueError("structguard needs the probe set: set method.probes before prepare()")
+        device = next(model.parameters()).device
+        d = model.config.num_features
+        seed = model.config.feature_map_seed
+        features = pooled_features(self.original_model, self.probes.images)
+        if self.args.anchor_type == "semantic":
+            anchors = self.anchors.embeddings
+        else:
+            anchor_dim = d if self.anchors is None else self.anchors.dim
+            anchors = visual_prototypes(
+                features, self.probes.targets.to(device), model.config.num_labels, anchor_dim, seed
+            )
+        self.space = AnchorSpace(anchors, d, seed).to(device)
+        self.s_ori = self.space.feature_structure(features)
+        if model.projector is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.args.seed if self.args.projector_seed is None else self.args.projector_seed)
+                model.add_projector(self.space.dim)
+        elif model.config.anchor_dim != self.space.dim:
+            raise ValueError(
+                f"the model's projector was built for {model.config.anchor_dim}-dim anchors but the anchors are "
+                f"{self.space.dim}-dim; start from a model without a projector"
+            )
+        original = dict(self.original_model.backbone_parameters())
+        self.reference = {name: original[name].detach().clone() for name, _ in model.backbone_parameters()}
+
+    def param_groups(self, model):
+        projector = {id(p) for p in model.projector.parameters()}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in projector]
+        heads = [p for p in model.projector.parameters() if p.requires_grad]
+        return [
+            {"params": rest, "lr": self.args.learning_rate},
+            {"params": heads, "lr": self.args.projector_learning_rate},
+        ]
+
+    def on_step_begin(self, model, step, trainer):
+        if self.args.use_regularization and self.importance is None and step >= self.args.importance_step:
+            self.importance = structure_importance(
+                model,
+                self.space,
+                self.probes.images,
+                self.s_ori,
+                model.backbone_parameters(),
+                self.align,
+                mode=self.args.importance_mode,
+                num_samples=self.args.importance_num_samples,
+                batch_size=self.args.per_device_train_batch_size,
+                seed=self.args.seed,
+            )
+
+    def compute_loss(self, model, probe_batch, forget_batch, step):
+        n_f = len(forget_batch["labels"])
+        features = model.features(torch.cat([forget_batch["pixel_values"], probe_batch["pixel_values"]]))
+        projected, vectors = self.space.projector_vectors(model.projector, features[n_f:])
+        deletion, retention = weighted_deletion_retention(
+            model.classify(features[:n_f], use_projector=False),
+            forget_batch["labels"],
+            model.classifier(projected),
+            probe_batch["labels"],
+        )
+        terms = {"deletion": deletion, "retention": retention}
+        loss = deletion + retention
+        if self.args.use_alignment:
+            s_unl = structure(vectors, self.space.anchors)
+            terms["alignment"] = self.align(self.s_ori[probe_batch["probe_index"]], s_unl)
+            loss = loss + self.args.alignment_weight * terms["alignment"]
+        if self.args.use_regularization:
+            terms["regularization"] = (
+                importance_penalty(model.backbone_parameters(), self.reference, self.importance)
+                if self.importance is not None
+                else loss.new_zeros(())
+            )
+            loss = loss + self.args.regularization_weight * terms["regularization"]
+        if self.args.use_classifier_reg:
+            terms["classifier_reg"] = elastic_net(model.classifier.weight, self.args.classifier_l1_ratio)
+            loss = loss + self.args.classifier_reg_weight * terms["classifier_reg"]
+        terms["loss"] = loss
+        return terms
+
+    def anchor_matrix(self):
+        return super().anchor_matrix() if self.space is None else self.space.anchors
+
+    def state_dict(self):
+        if self.importance is None:
+            return {}
+        return {f"importance.{name}": value.detach().contiguous() for name, value in self.importance.items()}
+
+    def load_state_dict(self, state):
+        if not state:
+            return
+        importance = {key.removeprefix("importance."): value for key, value in state.items()}
+        expected = set(self.reference)
+        if set(importance) != expected:
+            raise ValueError(
+                "the checkpoint's structguard importance does not match the model's feature extractor "
+                f"(missing {sorted(expected - set(importance))[:3]}, unexpected {sorted(set(importance) - expected)[:3]})"
+            )
+        device = next(iter(self.reference.values())).device
+        self.importance = {name: value.to(device) for name, value in importance.items()}

@@ -1,0 +1,75 @@
+"""Unlearning with the ``transformers`` Trainer: config, trainer, paired batching, callbacks, one-call runner."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from torch import nn
+
+from .batching import ProbeDataset, cyclic_batch, cyclic_indices
+from .callbacks import ForgetAccuracyStopping, MethodHooksCallback, StructureDriftCallback
+from .config import UnlearningConfig
+from .trainer import UnlearningResult, UnlearningTrainer
+
+
+def run_unlearning(
+    model: nn.Module,
+    method: str | UnlearningConfig,
+    forget_images,
+    forget_labels,
+    probes,
+    anchors=None,
+    retain_dataset=None,
+    output_dir: str | None = None,
+    callbacks=None,
+    **config_overrides: Any,
+) -> tuple[nn.Module, dict]:
+    """Unlearn ``forget_images`` from ``model``; returns ``(unlearned_model, info)``.
+
+    ``method`` is a registry name (the config is built from ``config_overrides``, unset fields taking the
+    method's defaults) or a ready :class:`UnlearningConfig` (``config_overrides`` and ``output_dir`` then
+    replace its fields). The model is changed in place and returned in eval mode (with its projector, for
+    structguard). ``info`` holds ``steps``, ``stopped_at_zero``, ``stopped_step``, ``forget_accuracy``,
+    ``seconds`` (see :class:`UnlearningResult`), ``seconds_phases`` (``prepare``: trainer set-up incl. S_ori
+    and the projector; ``checks``: per-step forget accuracy and drift; ``method_hooks``: the method's step hooks, e.g. importance),
+    ``log_history`` (per-step loss terms, ``forget_acc``, ``structural_drift``) and ``config`` (the resolved
+    hyperparameters).
+    """
+    started = time.perf_counter()
+    if isinstance(method, UnlearningConfig):
+        changes = {**config_overrides, **({"output_dir": output_dir} if output_dir is not None else {})}
+        args = method.for_method(method.method, **changes) if changes else method
+    else:
+        args = UnlearningConfig(output_dir=output_dir or "unlearning_output", method=method, **config_overrides)
+    trainer = UnlearningTrainer(
+        model,
+        args,
+        forget_images,
+        forget_labels,
+        probes,
+        anchors=anchors,
+        retain_dataset=retain_dataset,
+        callbacks=callbacks,
+    )
+    prepare_seconds = time.perf_counter() - started
+    trainer.train()
+    info = trainer.unlearning_result.to_dict()
+    info["seconds_phases"] = {"prepare": prepare_seconds, **trainer.seconds_phases}
+    info["log_history"] = list(trainer.state.log_history)
+    info["config"] = args.to_dict()
+    return trainer.model, info
+
+
+__all__ = [
+    "ForgetAccuracyStopping",
+    "MethodHooksCallback",
+    "ProbeDataset",
+    "StructureDriftCallback",
+    "UnlearningConfig",
+    "UnlearningResult",
+    "UnlearningTrainer",
+    "cyclic_batch",
+    "cyclic_indices",
+    "run_unlearning",
+]

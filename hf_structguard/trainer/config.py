@@ -1,0 +1,274 @@
+"""``UnlearningConfig``: ``TrainingArguments`` plus the unlearning method and its hyperparameters.
+
+Fields left at ``None`` take the chosen method's defaults (the registry class's ``defaults``, from method.md),
+then the generic fallbacks below; a value the user sets always wins. Several ``TrainingArguments`` defaults
+are changed for this use (constant learning rate, no gradient clipping, no checkpoints, log every step,
+batch 128, at most 100 passes over the probe set). ``report_to`` already defaults to "none".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+
+import torch
+from transformers import TrainingArguments
+
+from ..methods import METHOD_REGISTRY, get_method
+from ..structure import ALIGNMENT_AXES, ALIGNMENT_MEASURES, IMPORTANCE_MODES
+
+ANCHOR_TYPES = ("semantic", "visual")
+
+#: Values for fields that are still ``None`` after the method's defaults were applied.
+FALLBACK_DEFAULTS = {
+    "learning_rate": 1e-3,
+    "momentum": 0.0,
+    "weight_decay": 0.0,
+    "probe_epsilon": 4.0,
+    "probes_per_image": 20,
+}
+
+
+@dataclass
+class UnlearningConfig(TrainingArguments):
+    """Arguments of :class:`~hf_structguard.trainer.UnlearningTrainer` (parse with ``HfArgumentParser``)."""
+
+    # --- method ---
+    method: str = field(
+        default="structguard",
+        metadata={"help": f"Unlearning method, a name in the method registry ({', '.join(sorted(METHOD_REGISTRY))})."},
+    )
+
+    # --- TrainingArguments whose defaults change for unlearning ---
+    output_dir: str | None = field(
+        default="unlearning_output",
+        metadata={"help": "Folder for checkpoints (only written when save_strategy != 'no')."},
+    )
+    learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "SGD learning rate of the model. Default: the method's (structguard 0.005, baselines 1e-3)."},
+    )
+    weight_decay: float | None = field(
+        default=None, metadata={"help": "SGD weight decay. Default: the method's (structguard 0, baselines 1e-4)."}
+    )
+    per_device_train_batch_size: int = field(
+        default=128, metadata={"help": "Probe minibatch size per process (method.md: 128)."}
+    )
+    num_train_epochs: float = field(
+        default=100,
+        metadata={"help": "Cap on the number of passes over the probe set; training usually stops earlier at A_f = 0."},
+    )
+    lr_scheduler_type: str = field(
+        default="constant", metadata={"help": "Learning-rate schedule; the reference uses a constant rate."}
+    )
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm; 0 = none (reference)."})
+    logging_steps: float = field(
+        default=1, metadata={"help": "Log every N steps (1: the per-step curves of Figure 2)."}
+    )
+    save_strategy: str = field(
+        default="no", metadata={"help": "Checkpoint strategy ('no', 'steps', 'epoch'); checkpoints allow resuming."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Must stay False: probe batches carry a 'probe_index' column."}
+    )
+    use_cpu: bool | None = field(default=None, metadata={"help": "Run on the CPU. Default: True when CUDA is absent."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "DDP find_unused_parameters (False: every parameter gets a gradient)."}
+    )
+
+    # --- optimiser (all methods) ---
+    momentum: float | None = field(
+        default=None, metadata={"help": "SGD momentum. Default: the method's (structguard 0, baselines 0.9)."}
+    )
+    projector_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the projector group (structguard: 0.009 on CIFAR-10). Default: learning_rate."
+        },
+    )
+    forget_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Forget minibatch size per process (the forget set cycles). Default: per_device_train_batch_size."
+        },
+    )
+
+    # --- probes (read by the pipeline that generates them) ---
+    probe_epsilon: float | None = field(
+        default=None,
+        metadata={
+            "help": "L2 radius ε of the targeted PGD probes. Default: the method's (structguard 3.0, baselines 4.0)."
+        },
+    )
+    probes_per_image: int | None = field(
+        default=None, metadata={"help": "N_adv, probes generated per forget image. Default: the method's (20)."}
+    )
+    probe_step_size: float = field(default=0.1, metadata={"help": "PGD step size of the probes."})
+    probe_num_steps: int = field(default=100, metadata={"help": "PGD iterations of the probes."})
+
+    # --- StructGuard ---
+    anchor_type: str = field(
+        default="semantic",
+        metadata={
+            "help": "structguard anchors: 'semantic' (the AnchorSet) or 'visual' (class means of the original model's "
+            "probe embeddings, mapped to anchor space; paper Table 4).",
+            "choices": list(ANCHOR_TYPES),
+        },
+    )
+    alignment_measure: str = field(
+        default="cosine",
+        metadata={"help": "structguard alignment measure (paper Table 6).", "choices": list(ALIGNMENT_MEASURES)},
+    )
+    alignment_axis: str = field(
+        default="row",
+        metadata={
+            "help": "'row': cosine per probe over the anchors (reference); 'column': per anchor over the probes "
+            "(the paper's Eq. 2).",
+            "choices": list(ALIGNMENT_AXES),
+        },
+    )
+    alignment_temperature: float = field(
+        default=0.1, metadata={"help": "Softmax temperature τ of the 'kl' alignment measure (affinities are cosines)."}
+    )
+    mmd_bandwidth: float | None = field(
+        default=None,
+        metadata={"help": "RBF bandwidth σ of the 'mmd' alignment measure; None = median pairwise distance per batch."},
+    )
+    alignment_weight: float = field(default=1.0, metadata={"help": "Weight of L_align in the structguard total."})
+    regularization_weight: float = field(default=1.0, metadata={"help": "λ, weight of L_reg in the structguard total."})
+    classifier_reg_weight: float = field(
+        default=0.001, metadata={"help": "Weight of the classifier elastic net (CR) in the structguard total."}
+    )
+    classifier_l1_ratio: float = field(
+        default=0.99, metadata={"help": "Elastic-net mix: ratio·‖W‖₁ + ½(1−ratio)·‖W‖²_F (reference: 0.99)."}
+    )
+    use_alignment: bool = field(default=True, metadata={"help": "structguard: use structure-aware alignment (SA)."})
+    use_regularization: bool = field(
+        default=True, metadata={"help": "structguard: use structure-aware regularisation (SR)."}
+    )
+    use_classifier_reg: bool = field(
+        default=True, metadata={"help": "structguard: use the classifier elastic net (CR)."}
+    )
+    importance_mode: str = field(
+        default="batch",
+        metadata={
+            "help": "structguard importance: 'batch' (reference: |grad| of batch-mean L_align, batch-size weighted) "
+            "or 'per_sample' (the paper's Eq. 4 exactly).",
+            "choices": list(IMPORTANCE_MODES),
+        },
+    )
+    importance_num_samples: int = field(
+        default=50_000,
+        metadata={
+            "help": "structguard 'batch' importance: probes seen (cycling the probe set). The reference uses ≈|D_r| "
+            "(50000 on CIFAR); lower it for small runs."
+        },
+    )
+    importance_step: int = field(
+        default=1, metadata={"help": "structguard: optimisation step (0-based) at which importance is computed."}
+    )
+    projector_seed: int | None = field(
+        default=None, metadata={"help": "Seed of the projector's initialisation. Default: seed."}
+    )
+
+    # --- stopping and logging ---
+    stop_at_zero_forget_accuracy: bool = field(
+        default=True, metadata={"help": "Stop as soon as the forget accuracy is exactly 0 %."}
+    )
+    stop_check_from_epoch: int = field(
+        default=1, metadata={"help": "First pass over the probe set (0-based) whose steps may stop training."}
+    )
+    drift_num_probes: int = field(
+        default=512, metadata={"help": "Probes (a fixed seeded subset) on which structural drift is logged; 0 = off."}
+    )
+    drift_every_steps: int = field(default=1, metadata={"help": "Log structural drift every N steps."})
+
+    def __post_init__(self):
+        method_cls = get_method(self.method)
+        known = {f.name for f in fields(self)}
+        unset = [
+            name
+            for name in (*method_cls.defaults, *FALLBACK_DEFAULTS, "projector_learning_rate")
+            if getattr(self, name) is None
+        ]
+        for name, value in method_cls.defaults.items():
+            if name not in known:
+                raise ValueError(f"method {self.method!r} has a default for unknown config field {name!r}")
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        for name, value in FALLBACK_DEFAULTS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.projector_learning_rate is None:
+            self.projector_learning_rate = self.learning_rate
+        if self.use_cpu is None:
+            self.use_cpu = not torch.cuda.is_available()
+        self._defaulted = frozenset(unset)  # fields that took a default (re-defaulted by for_method)
+        self._validate()
+        super().__post_init__()
+
+    def for_method(self, method: str, **changes) -> UnlearningConfig:
+        """A copy for ``method``: fields that took the current method's defaults take the new method's, fields
+        the user set are kept; ``changes`` are further field values (e.g. ``output_dir``)."""
+        unset = {name: None for name in self._defaulted if name not in changes}
+        return dataclasses.replace(self, method=method, **unset, **changes)
+
+    def _validate(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        check(
+            self.projector_learning_rate > 0, f"projector_learning_rate must be > 0, got {self.projector_learning_rate}"
+        )
+        check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        check(self.probe_epsilon > 0, f"probe_epsilon must be > 0, got {self.probe_epsilon}")
+        check(self.probes_per_image >= 1, f"probes_per_image must be >= 1, got {self.probes_per_image}")
+        check(self.probe_step_size > 0, f"probe_step_size must be > 0, got {self.probe_step_size}")
+        check(self.probe_num_steps >= 1, f"probe_num_steps must be >= 1, got {self.probe_num_steps}")
+        check(self.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
+        check(
+            self.forget_batch_size is None or self.forget_batch_size >= 1,
+            f"forget_batch_size must be >= 1 (or None), got {self.forget_batch_size}",
+        )
+        check(self.num_train_epochs > 0 or self.max_steps > 0, "num_train_epochs (the pass cap) must be > 0")
+        check(
+            self.gradient_accumulation_steps == 1,
+            "gradient_accumulation_steps must be 1: each step pairs one probe and one forget minibatch",
+        )
+        check(self.anchor_type in ANCHOR_TYPES, f"anchor_type must be one of {ANCHOR_TYPES}, got {self.anchor_type!r}")
+        check(
+            self.alignment_measure in ALIGNMENT_MEASURES,
+            f"alignment_measure must be one of {ALIGNMENT_MEASURES}, got {self.alignment_measure!r}",
+        )
+        check(
+            self.alignment_axis in ALIGNMENT_AXES,
+            f"alignment_axis must be one of {ALIGNMENT_AXES}, got {self.alignment_axis!r}",
+        )
+        check(
+            self.importance_mode in IMPORTANCE_MODES,
+            f"importance_mode must be one of {IMPORTANCE_MODES}, got {self.importance_mode!r}",
+        )
+        check(
+            not (self.importance_mode == "per_sample" and self.alignment_axis == "column"),
+            "importance_mode='per_sample' needs alignment_axis='row' (a column over one probe has no spread)",
+        )
+        check(self.alignment_temperature > 0, f"alignment_temperature must be > 0, got {self.alignment_temperature}")
+        check(
+            self.mmd_bandwidth is None or self.mmd_bandwidth > 0,
+            f"mmd_bandwidth must be > 0 (or None for the median heuristic), got {self.mmd_bandwidth}",
+        )
+        for name in ("alignment_weight", "regularization_weight", "classifier_reg_weight"):
+            check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        check(
+            0 <= self.classifier_l1_ratio <= 1, f"classifier_l1_ratio must be in [0, 1], got {self.classifier_l1_ratio}"
+        )
+        check(
+            self.importance_num_samples >= 1, f"importance_num_samples must be >= 1, got {self.importance_num_samples}"
+        )
+        check(self.importance_step >= 0, f"importance_step must be >= 0, got {self.importance_step}")
+        check(self.stop_check_from_epoch >= 0, f"stop_check_from_epoch must be >= 0, got {self.stop_check_from_epoch}")
+        check(self.drift_num_probes >= 0, f"drift_num_probes must be >= 0, got {self.drift_num_probes}")
+        check(self.drift_every_steps >= 1, f"drift_every_steps must be >= 1, got {self.drift_every_steps}")

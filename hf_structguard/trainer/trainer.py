@@ -1,0 +1,316 @@
+"""``UnlearningTrainer``: a ``transformers.Trainer`` whose dataset is the probe set and whose loss is a method's.
+
+Each optimisation step pairs the Trainer's probe minibatch with a forget minibatch chosen by global step
+(:mod:`~hf_structguard.trainer.batching`), hands both to the registered method's ``compute_loss``, and logs
+every named loss term. After every step, callbacks evaluate the forget accuracy through the deployed path
+(stopping at exactly 0 % from the second pass on) and the structural drift ``mean |S_unl − S_ori|`` on a fixed
+probe subset. Multi-process runs (``accelerate launch``) keep probes, anchors, importance, stopping decisions
+and, at the end, BatchNorm buffers identical on all ranks.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ..methods import get_method
+from ..structure import AnchorSpace
+from .batching import ProbeDataset, cyclic_batch
+from .callbacks import ForgetAccuracyStopping, MethodHooksCallback, StructureDriftCallback
+from .config import UnlearningConfig
+
+METHOD_STATE_NAME = "method_state.safetensors"
+
+
+@dataclass
+class UnlearningResult:
+    """Outcome of :meth:`UnlearningTrainer.train`."""
+
+    steps: int  # optimisation steps in total (global step at the end)
+    stopped_at_zero: bool  # training stopped because the forget accuracy reached 0 %
+    stopped_step: int | None  # global step at which it stopped (None: ran to the cap)
+    forget_accuracy: float | None  # forget accuracy (%) after the last step
+    seconds: float  # wall time of this train() call
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+
+class UnlearningTrainer(Trainer):
+    """Trainer for one unlearning run (see the module docstring).
+
+    Args:
+        model: the Before model (a ``StructGuardForImageClassification``); it is unlearned in place.
+        args: an :class:`UnlearningConfig`; ``args.method`` picks the method from the registry.
+        forget_images, forget_labels: the forget set, (k, 3, H, W) floats in [0, 1] and (k,) int64.
+        probes: the ``ProbeSet`` (images, targets); the Trainer's dataset.
+        anchors: an ``AnchorSet`` (needed by structguard with semantic anchors; enables drift logging).
+        retain_dataset: only for methods that need the retain set (oracle).
+        callbacks: extra ``TrainerCallback``s.
+
+    Attributes: ``original_model`` (frozen deep copy of the Before model, eval mode), ``method``,
+    ``unlearning_result`` (:class:`UnlearningResult`, after :meth:`train`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        args: UnlearningConfig,
+        forget_images: torch.Tensor,
+        forget_labels: torch.Tensor,
+        probes: Any,
+        anchors: Any = None,
+        retain_dataset: Any = None,
+        callbacks: list[TrainerCallback] | None = None,
+    ) -> None:
+        if not isinstance(args, UnlearningConfig):
+            raise TypeError(f"args must be an UnlearningConfig, got {type(args).__name__}")
+        if forget_images.ndim != 4 or len(forget_images) == 0:
+            raise ValueError(f"forget_images must be a non-empty (k, C, H, W) tensor, got {tuple(forget_images.shape)}")
+        if forget_labels.shape != (len(forget_images),):
+            raise ValueError(f"forget_labels must have shape ({len(forget_images)},), got {tuple(forget_labels.shape)}")
+        method_cls = get_method(args.method)
+        model.to(args.device)
+        self.original_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.forget_images = forget_images.detach().float().cpu()
+        self.forget_labels = forget_labels.detach().long().cpu()
+        self.probes = probes
+        self.anchors = anchors
+        self.method = method_cls(args, self.original_model, anchors=anchors, retain_dataset=retain_dataset)
+        self.method.probes = probes
+        self.method.forget_images = self.forget_images
+        self.method.forget_labels = self.forget_labels
+        self.method.prepare(model)
+
+        self._term_sums: dict[str, float] = {}
+        self._term_steps = 0
+        self._step_terms: dict[str, torch.Tensor] = {}
+        self._pending: dict[str, float] = {}
+        self.seconds_phases: dict[str, float] = {"checks": 0.0}
+        self.unlearning_result: UnlearningResult | None = None
+        self._drift = self._build_drift_probe(model, args)
+        self.stopping = ForgetAccuracyStopping(
+            self.forget_accuracy,
+            self._record,
+            check_from_epoch=args.stop_check_from_epoch,
+            enabled=args.stop_at_zero_forget_accuracy,
+        )
+        internal: list[TrainerCallback] = [MethodHooksCallback(self)]
+        if self._drift is not None:
+            internal.append(StructureDriftCallback(self.structural_drift, self._record, args.drift_every_steps))
+        internal.append(self.stopping)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=ProbeDataset(probes.images, probes.targets),
+            data_collator=_collate,
+            callbacks=internal + list(callbacks or []),
+        )
+        self.loss_is_scaled_for_ga = False
+
+    # ---- setup ----
+    def _build_drift_probe(
+        self, model: nn.Module, args: UnlearningConfig
+    ) -> tuple[AnchorSpace, torch.Tensor, torch.Tensor] | None:
+        """(anchor space, fixed probe subset, its S_ori) for drift logging; None without anchors or when off."""
+        anchors = self.method.anchor_matrix()
+        if anchors is None or args.drift_num_probes == 0:
+            return None
+        space = AnchorSpace(anchors, model.config.num_features, model.config.feature_map_seed).to(args.device)
+        generator = torch.Generator().manual_seed(args.seed)
+        rows = torch.randperm(len(self.probes.images), generator=generator)[: args.drift_num_probes]
+        images = self.probes.images[rows]
+        with torch.no_grad():
+            s_ori = torch.cat(
+                [
+                    space.feature_structure(self.original_model.features(chunk.to(args.device)))
+                    for chunk in images.split(256)
+                ]
+            )
+        return space, images, s_ori
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """``torch.optim.SGD`` over the method's parameter groups, momentum and weight decay from the config."""
+        if self.optimizer is None:
+            self.optimizer = torch.optim.SGD(
+                self.method.param_groups(self.model),
+                lr=self.args.learning_rate,
+                momentum=self.args.momentum,
+                weight_decay=self.args.weight_decay,
+            )
+        return self.optimizer
+
+    # ---- one step ----
+    def forget_batch(self, step: int) -> dict[str, torch.Tensor]:
+        """This process's forget minibatch of global ``step`` (on the training device)."""
+        batch = cyclic_batch(
+            self.forget_images,
+            self.forget_labels,
+            self.args.forget_batch_size or self.args.per_device_train_batch_size,
+            step,
+            rank=self.args.process_index,
+            world_size=self.args.world_size,
+            seed=self.args.seed,
+        )
+        return {key: value.to(self.args.device) for key, value in batch.items()}
+
+    def _call_in_forward(self, model: nn.Module, fn):
+        """Run ``fn(unwrapped_model)`` inside the wrapper's forward so that DDP synchronises the gradients."""
+        inner = self.accelerator.unwrap_model(model)
+        if inner is model:
+            return fn(inner)
+        missing = object()
+        own_forward = inner.__dict__.get("forward", missing)  # e.g. accelerate's mixed-precision wrapper
+
+        def restore() -> None:
+            if own_forward is missing:
+                inner.__dict__.pop("forward", None)
+            else:
+                inner.forward = own_forward
+
+        def run_once():
+            restore()  # calls of model(...) made by fn reach the real forward
+            return fn(inner)
+
+        inner.forward = run_once
+        try:
+            return model()
+        finally:
+            restore()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The method's total loss on (probe batch ``inputs``, forget batch of this step); terms kept for logging."""
+        step = self.state.global_step
+        forget_batch = self.forget_batch(step)
+        with self.accelerator.autocast():
+            terms = self._call_in_forward(
+                model, lambda inner: self.method.compute_loss(inner, inputs, forget_batch, step)
+            )
+        if "loss" not in terms:
+            raise ValueError(f"method {self.args.method!r} returned no 'loss' term (got {sorted(terms)})")
+        self._step_terms = {key: value.detach().float() for key, value in terms.items() if key != "loss"}
+        return (terms["loss"], terms) if return_outputs else terms["loss"]
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._step_terms:
+            keys = sorted(self._step_terms)
+            values = torch.stack([self._step_terms[key].reshape(()) for key in keys])
+            values = self.accelerator.reduce(values, reduction="mean").tolist()
+            for key, value in zip(keys, values):
+                self._term_sums[key] = self._term_sums.get(key, 0.0) + value
+            self._term_steps += 1
+        return loss
+
+    # ---- checks (eval mode, identical on all ranks) ----
+    def _sync_buffers(self) -> None:
+        """Broadcast rank 0's buffers (BatchNorm statistics) to all ranks."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer.data, src=0)
+
+    def _broadcast_value(self, value: float) -> float:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            tensor = torch.tensor([value], dtype=torch.float64)
+            dist.broadcast(tensor, src=0)
+            return float(tensor.item())
+        return value
+
+    @torch.no_grad()
+    def forget_accuracy(self) -> float:
+        """Forget accuracy (%) of the current model in eval mode through its deployed path ``model(x)``."""
+        started = time.perf_counter()
+        self._sync_buffers()
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            correct = 0
+            for images, labels in zip(self.forget_images.split(256), self.forget_labels.split(256)):
+                logits = model(images.to(self.args.device)).logits
+                correct += int((logits.argmax(dim=1).cpu() == labels).sum())
+        finally:
+            model.train(was_training)
+        self.seconds_phases["checks"] += time.perf_counter() - started
+        return self._broadcast_value(100.0 * correct / len(self.forget_labels))
+
+    @torch.no_grad()
+    def structural_drift(self) -> dict[str, float]:
+        """``structural_drift``: mean |S_unl − S_ori| on the fixed probe subset (S_unl through the projector when
+        the model has one, else ``norm(M(g))·Aᵀ``); with a projector also ``structural_drift_features``, the
+        same read directly from ``norm(M(g))``."""
+        started = time.perf_counter()
+        space, images, s_ori = self._drift
+        self._sync_buffers()
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            features = torch.cat([model.features(chunk.to(self.args.device)) for chunk in images.split(256)])
+            drift = {"structural_drift": (space.model_structure(model, features) - s_ori).abs().mean().item()}
+            if getattr(model, "projector", None) is not None:
+                drift["structural_drift_features"] = (space.feature_structure(features) - s_ori).abs().mean().item()
+        finally:
+            model.train(was_training)
+        self.seconds_phases["checks"] += time.perf_counter() - started
+        return {key: self._broadcast_value(value) for key, value in drift.items()}
+
+    def _record(self, metrics: dict[str, float]) -> None:
+        self._pending.update(metrics)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds the mean of each loss term since the last log and this step's checks to training logs."""
+        if "loss" in logs and "train_runtime" not in logs:
+            if self._term_steps:
+                logs.update({key: value / self._term_steps for key, value in self._term_sums.items()})
+                self._term_sums, self._term_steps = {}, 0
+            logs.update(self._pending)
+            self._pending = {}
+        super().log(logs, start_time)
+
+    # ---- train, checkpoints ----
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """Runs the unlearning loop; sets :attr:`unlearning_result`; BatchNorm buffers end equal on all ranks."""
+        start = time.perf_counter()
+        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        self._sync_buffers()
+        self.model.eval()
+        self.unlearning_result = UnlearningResult(
+            steps=self.state.global_step,
+            stopped_at_zero=self.stopping.stopped_step is not None,
+            stopped_step=self.stopping.stopped_step,
+            forget_accuracy=self.stopping.last_accuracy,
+            seconds=time.perf_counter() - start,
+        )
+        return output
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        state = self.method.state_dict()
+        if state and self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            save_file(
+                {key: value.detach().cpu().contiguous() for key, value in state.items()},
+                os.path.join(folder, METHOD_STATE_NAME),
+            )
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, METHOD_STATE_NAME)
+        self.method.load_state_dict(load_file(path) if os.path.isfile(path) else {})

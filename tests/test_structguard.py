@@ -1,0 +1,252 @@
+"""StructGuard: every loss term against a hand computation, switches, anchors, and unlearning digits."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _unlearning_helpers import tiny_model, tiny_problem
+from sklearn.datasets import load_digits
+
+from hf_structguard.methods import StructGuard, get_method
+from hf_structguard.modeling import anchor_space_map
+from hf_structguard.probes import ProbeConfig, generate_probes
+from hf_structguard.trainer import UnlearningConfig, run_unlearning
+
+
+def _method(tmp_path, anchors, probes, model=None, **overrides):
+    args = UnlearningConfig(
+        output_dir=str(tmp_path),
+        method="structguard",
+        importance_num_samples=8,
+        per_device_train_batch_size=8,
+        **overrides,
+    )
+    model = model or tiny_model()
+    original = copy.deepcopy(model).eval().requires_grad_(False)
+    method = get_method("structguard")(args, original, anchors=anchors)
+    method.probes = probes
+    method.prepare(model)
+    return method, model, original
+
+
+def _batches(forget_images, forget_labels, probes, n=8):
+    probe_batch = {"pixel_values": probes.images[:n], "labels": probes.targets[:n], "probe_index": torch.arange(n)}
+    return probe_batch, {"pixel_values": forget_images, "labels": forget_labels}
+
+
+def _unit(x):
+    return x / x.pow(2).sum(dim=1, keepdim=True).sqrt()
+
+
+def _cross_entropy_sum(logits, labels):
+    return sum(torch.logsumexp(row, 0) - row[y] for row, y in zip(logits, labels.tolist()))
+
+
+def _batch_norm_train(x, bn):
+    mean = x.mean(0)
+    var = ((x - mean) ** 2).mean(0)
+    return (x - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
+
+
+def test_every_loss_term_matches_a_hand_computation(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
+    method, model, original = _method(tmp_path, anchors, probes)
+    probe_batch, forget_batch = _batches(forget_images, forget_labels, probes)
+    model.train()
+    terms = method.compute_loss(model, probe_batch, forget_batch, step=0)
+    assert set(terms) == {"loss", "deletion", "retention", "alignment", "regularization", "classifier_reg"}
+
+    with torch.no_grad():
+        features = model.features(torch.cat([forget_images, probe_batch["pixel_values"]]))
+        f_f, f_s = features[:6], features[6:]
+        W, b = model.classifier.weight, model.classifier.bias
+        p = model.projector
+        hidden = torch.relu(_batch_norm_train(f_s @ p.fc1.weight.T + p.fc1.bias, p.bn))
+        projected = hidden @ p.fc2.weight.T + p.fc2.bias
+        n = 6 + 8
+        deletion = -_cross_entropy_sum(f_f @ W.T + b, forget_labels) / n
+        retention = _cross_entropy_sum(projected @ W.T + b, probe_batch["labels"]) / n
+        # d = 64 != d_a = 32: original features through the seeded map, unlearned read at the hidden layer
+        A = anchors.embeddings
+        s_ori = _unit(original.features(probe_batch["pixel_values"]) @ anchor_space_map(64, 32, 0)) @ A.T
+        s_unl = _unit(hidden) @ A.T
+        alignment = 1 - (_unit(s_ori) * _unit(s_unl)).sum(1).mean()
+        classifier_reg = 0.99 * W.abs().sum() + 0.5 * 0.01 * (W**2).sum()
+    assert terms["deletion"].item() == pytest.approx(deletion.item(), rel=1e-4)
+    assert terms["retention"].item() == pytest.approx(retention.item(), rel=1e-4)
+    assert terms["alignment"].item() == pytest.approx(alignment.item(), rel=1e-4, abs=1e-6)
+    assert terms["regularization"].item() == 0.0  # no importance yet
+    assert terms["classifier_reg"].item() == pytest.approx(classifier_reg.item(), rel=1e-5)
+    total = deletion + retention + alignment + 0.001 * classifier_reg
+    assert terms["loss"].item() == pytest.approx(total.item(), rel=1e-4)
+
+
+def test_regulariser_is_off_before_importance_and_on_after(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem()
+    method, model, original = _method(tmp_path, anchors, probes)
+    method.on_step_begin(model, 0, None)
+    assert method.importance is None
+    method.on_step_begin(model, 1, None)  # the second optimisation step
+    assert set(method.importance) == {name for name, _ in model.backbone_parameters()}
+    with torch.no_grad():
+        for _, param in model.backbone_parameters():
+            param.add_(0.01)
+    model.train()
+    terms = method.compute_loss(model, *_batches(forget_images, forget_labels, probes), step=1)
+    reference = dict(original.named_parameters())
+    expected = 0.5 * sum(
+        (method.importance[name] * (param - reference[name]) ** 2).sum() for name, param in model.backbone_parameters()
+    )
+    assert terms["regularization"].item() > 0
+    assert terms["regularization"].item() == pytest.approx(expected.item(), rel=1e-5)
+    state = method.state_dict()
+    assert set(state) == {f"importance.{name}" for name, _ in model.backbone_parameters()}
+    fresh, _, _ = _method(tmp_path, anchors, probes)
+    fresh.load_state_dict(state)
+    assert all(torch.equal(fresh.importance[k], method.importance[k]) for k in method.importance)
+
+
+def test_projector_path_when_feature_and_anchor_dims_match(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=64)
+    method, model, original = _method(tmp_path, anchors, probes)
+    assert model.config.anchor_dim == 64 and model.projector.fc1.out_features == 64
+    model.train()
+    probe_batch, forget_batch = _batches(forget_images, forget_labels, probes)
+    terms = method.compute_loss(model, probe_batch, forget_batch, step=0)
+    with torch.no_grad():
+        f_s = model.features(torch.cat([forget_images, probe_batch["pixel_values"]]))[6:]
+        out = model.projector(f_s)  # structure read at the projector OUTPUT
+        s_ori = _unit(original.features(probe_batch["pixel_values"])) @ anchors.embeddings.T
+        s_unl = _unit(out) @ anchors.embeddings.T
+        expected = 1 - F.cosine_similarity(s_ori, s_unl, dim=1).mean()
+    assert terms["alignment"].item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
+
+
+def test_switches_param_groups_and_seeded_projector(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem()
+    method, model, _ = _method(
+        tmp_path, anchors, probes, use_alignment=False, use_regularization=False, use_classifier_reg=False
+    )
+    model.train()
+    terms = method.compute_loss(model, *_batches(forget_images, forget_labels, probes), step=5)
+    assert set(terms) == {"loss", "deletion", "retention"}
+    assert terms["loss"].item() == pytest.approx((terms["deletion"] + terms["retention"]).item())
+    method.on_step_begin(model, 1, None)
+    assert method.importance is None  # SR off: no importance
+
+    groups = method.param_groups(model)
+    assert [g["lr"] for g in groups] == [0.005, 0.009]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.projector.parameters()}
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
+
+    _, again, _ = _method(tmp_path, anchors, probes)
+    _, other, _ = _method(tmp_path, anchors, probes, projector_seed=7)
+    assert torch.equal(model.projector.fc1.weight, again.projector.fc1.weight)
+    assert not torch.equal(model.projector.fc1.weight, other.projector.fc1.weight)
+
+
+def test_alignment_measure_and_axis_options_are_used(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem()
+    values = {}
+    for measure in ("cosine", "mse", "kl", "mmd", "wasserstein"):
+        method, model, _ = _method(tmp_path, anchors, probes, alignment_measure=measure)
+        model.train()
+        values[measure] = method.compute_loss(model, *_batches(forget_images, forget_labels, probes), 0)["alignment"]
+        assert torch.isfinite(values[measure]) and values[measure] >= 0
+    assert len({round(v.item(), 6) for v in values.values()}) == 5
+    method, model, _ = _method(tmp_path, anchors, probes, alignment_axis="column")
+    model.train()
+    column = method.compute_loss(model, *_batches(forget_images, forget_labels, probes), 0)["alignment"]
+    assert column.item() != pytest.approx(values["cosine"].item())
+
+
+def test_visual_prototype_anchors(tmp_path):
+    _, _, probes, anchors = tiny_problem(anchor_dim=32)
+    method, model, original = _method(tmp_path, None, probes, anchor_type="visual")
+    with torch.no_grad():
+        features = original.features(probes.images)
+    means = torch.stack([features[probes.targets == c].mean(0) for c in range(4)])
+    assert torch.allclose(method.anchor_matrix(), _unit(means), atol=1e-5)
+    assert model.config.anchor_dim == 64
+
+    mapped, model, _ = _method(tmp_path, anchors, probes, anchor_type="visual")  # anchor space of the AnchorSet
+    assert torch.allclose(mapped.anchor_matrix(), _unit(means @ anchor_space_map(64, 32, 0)), atol=1e-5)
+    assert model.config.anchor_dim == 32
+
+
+def test_semantic_anchors_are_required(tmp_path):
+    _, _, probes, _ = tiny_problem()
+    with pytest.raises(ValueError, match="needs anchors"):
+        _method(tmp_path, None, probes)
+    assert get_method("structguard") is StructGuard
+
+
+@pytest.fixture(scope="module")
+def digits_problem():
+    """A tiny classifier trained for two epochs on 600 sklearn digits (16×16 RGB), 4 forget images, probes."""
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).div(16).unsqueeze(1)
+    x = F.interpolate(x, size=16, mode="bilinear", align_corners=False).clamp(0, 1).repeat(1, 3, 1, 1)
+    y = torch.tensor(digits.target)
+    model = tiny_model(num_labels=10)
+    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(2):
+        for rows in torch.randperm(600, generator=generator).split(50):
+            loss = F.cross_entropy(model(x[rows]).logits, y[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        correct = torch.nonzero(model(x[:50]).logits.argmax(1) == y[:50]).flatten()[:4]
+    assert len(correct) == 4, "the fixture model should classify some training digits correctly"
+    forget_images, forget_labels = x[correct], y[correct]
+    config = ProbeConfig(epsilon=3.0, num_steps=10, num_per_image=8)
+    probes = generate_probes(model, forget_images, forget_labels, 10, config, progress=False)
+    return model, forget_images, forget_labels, probes
+
+
+def test_structguard_unlearns_digits_to_zero_forget_accuracy(digits_problem, tmp_path):
+    model, forget_images, forget_labels, probes = digits_problem
+    model = copy.deepcopy(model)
+    unlearned, info = run_unlearning(
+        model,
+        "structguard",
+        forget_images,
+        forget_labels,
+        probes,
+        output_dir=str(tmp_path),
+        anchor_type="visual",
+        per_device_train_batch_size=16,
+        importance_num_samples=32,
+        learning_rate=0.05,
+        projector_learning_rate=0.05,
+        num_train_epochs=20,
+        disable_tqdm=True,
+    )
+    steps_per_pass = 32 // 16
+    assert info["stopped_at_zero"] and info["forget_accuracy"] == 0.0
+    assert info["stopped_step"] == info["steps"] > steps_per_pass  # never during the first pass
+    with torch.no_grad():
+        assert (unlearned(forget_images).logits.argmax(1) == forget_labels).sum() == 0
+    assert unlearned.projector is not None and not unlearned.training
+    logged = [entry for entry in info["log_history"] if "forget_acc" in entry]
+    assert len(logged) == info["steps"] and logged[-1]["forget_acc"] == 0.0
+    assert all("structural_drift" in entry and "alignment" in entry for entry in logged)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"importance_mode": "per_sample"}, {"alignment_measure": "mmd", "alignment_axis": "column"}],
+)
+def test_options_train_end_to_end(tmp_path, options):
+    forget_images, forget_labels, probes, anchors = tiny_problem()
+    _, info = run_unlearning(
+        tiny_model(), "structguard", forget_images, forget_labels, probes, anchors=anchors, output_dir=str(tmp_path),
+        per_device_train_batch_size=16, num_train_epochs=1, importance_num_samples=16, disable_tqdm=True, **options,
+    )  # fmt: skip
+    steps = [entry for entry in info["log_history"] if "regularization" in entry]
+    assert info["steps"] == 3 and steps[0]["regularization"] == 0.0 and steps[-1]["regularization"] > 0
