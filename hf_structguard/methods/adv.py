@@ -1,0 +1,46 @@
+"""Adv (Cha et al., AAAI 2024, the L2UL paper's ablation; method.md §7): deletion plus probe retention.
+
+Loss: ``L = −w_f·CE(f(x_f), y_f) + w_a·CE(f(x_s), y_s)`` with the share weights ``w_f = n_f/(n_f+n_a)`` and
+``w_a = n_a/(n_f+n_a)`` of the combined minibatch (n_f forget samples, n_a probes labelled with their TARGET
+class), i.e. ``(−Σ CE_f + Σ CE_s)/(n_f+n_a)``. The forget samples and probes go through the model in ONE
+forward pass of the concatenated batch (train-mode BatchNorm sees the combined minibatch, as in StructGuard).
+Defaults: the baselines' (:data:`~hf_structguard.methods.neggrad.BASELINE_DEFAULTS`): SGD lr 1e-3,
+momentum 0.9, weight decay 1e-4, probe ε 4.0, N_adv 20.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import UnlearningMethod, register_method
+from .neggrad import BASELINE_DEFAULTS
+
+
+def weighted_deletion_retention(
+    forget_logits: torch.Tensor, forget_labels: torch.Tensor, probe_logits: torch.Tensor, probe_labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(L_del, L_ret)`` weighted by their share of the combined minibatch (method.md §5, as in L2UL).
+
+    ``L_del = −n_f/(n_f+n_a)·mean CE(forget)`` and ``L_ret = n_a/(n_f+n_a)·mean CE(probes)``; an empty side
+    contributes 0.
+    """
+    total = len(forget_labels) + len(probe_labels)
+    deletion = -F.cross_entropy(forget_logits, forget_labels, reduction="sum") / total
+    retention = F.cross_entropy(probe_logits, probe_labels, reduction="sum") / total
+    return deletion, retention
+
+
+@register_method("adv")
+class Adv(UnlearningMethod):
+    """``loss = deletion + retention`` from :func:`weighted_deletion_retention` on one joint forward pass."""
+
+    defaults = BASELINE_DEFAULTS
+
+    def compute_loss(self, model, probe_batch, forget_batch, step):
+        n_f = len(forget_batch["labels"])
+        logits = model(torch.cat([forget_batch["pixel_values"], probe_batch["pixel_values"]])).logits
+        deletion, retention = weighted_deletion_retention(
+            logits[:n_f], forget_batch["labels"], logits[n_f:], probe_batch["labels"]
+        )
+        return {"loss": deletion + retention, "deletion": deletion, "retention": retention}
