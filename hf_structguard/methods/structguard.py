@@ -128,6 +128,7 @@ class StructGuard(UnlearningMethod):
                 f"the model's projector was built for {model.config.anchor_dim}-dim anchors but the anchors are "
                 f"{self.space.dim}-dim; start from a model without a projector"
             )
+        model.config.classify_through_projector = self.args.deploy_through_projector
         original = dict(self.original_model.backbone_parameters())
         self.reference = {name: original[name].detach().clone() for name, _ in model.backbone_parameters()}
 

@@ -170,10 +170,17 @@ class UnlearningConfig(TrainingArguments):
     projector_seed: int | None = field(
         default=None, metadata={"help": "Seed of the projector's initialisation. Default: seed."}
     )
+    deploy_through_projector: bool = field(
+        default=True,
+        metadata={
+            "help": "structguard: the unlearned model predicts with h(p(g(x))) (the reference; the projector ships "
+            "with the model) or, when False, with h(g(x)) (method.md §6's option). Also the path the stopping rule checks."
+        },
+    )
 
     # --- stopping and logging ---
     stop_at_zero_forget_accuracy: bool = field(
-        default=True, metadata={"help": "Stop as soon as the forget accuracy is exactly 0 %."}
+        default=True, metadata={"help": "Stop as soon as the forget accuracy is exactly 0 percent."}
     )
     stop_check_from_epoch: int = field(
         default=1, metadata={"help": "First pass over the probe set (0-based) whose steps may stop training."}

@@ -1,0 +1,113 @@
+"""End-to-end: scripts/run.py on the embedded digits default, shrunk so it runs in seconds."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = importlib.util.spec_from_file_location("run_script", ROOT / "scripts" / "run.py")
+run_script = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(run_script)
+
+TINY = [
+    "--default_backbone", "resnet10t",
+    "--default_epochs", "2",
+    "--forget_k", "4",
+    "--probes_per_image", "4",
+    "--probe_num_steps", "5",
+    "--importance_num_samples", "64",
+    "--num_train_epochs", "3",
+    "--retain_eval_size", "300",
+    "--disable_tqdm", "true",
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("run") / "out"
+    results = run_script.main([*TINY, "--output_dir", str(output_dir), "--methods", "structguard", "neggrad"])
+    return output_dir, results
+
+
+def test_results_file_has_every_field_for_every_model(finished_run):
+    output_dir, results = finished_run
+    on_disk = json.loads((output_dir / "results.json").read_text())
+    assert on_disk == results
+    assert list(results["methods"]) == ["before", "structguard", "neggrad"]
+    for name, metrics in results["methods"].items():
+        for key in ("A_test", "A_r", "A_f"):
+            assert 0.0 <= metrics[key] <= 100.0, (name, key)
+        for case in ("retain", "forget"):
+            assert set(metrics["retrieval"][case]) == {"R@1", "R@5", "R@10", "mAP"}
+        assert metrics["sizes"]["forget"] == 4 and metrics["sizes"]["retain"] == 300
+        assert "forget_member_rate" in metrics["mia"]
+        assert metrics["seconds_phases"]["evaluation"] >= 0
+    for name in ("structguard", "neggrad"):
+        assert results["methods"][name]["consistency"]["mean"] <= 1.0
+        assert results["methods"][name]["steps"] >= 1
+    assert results["methods"]["before"]["A_test"] > 50  # the cached Before model really learned digits
+
+
+def test_forget_ids_stay_private(finished_run):
+    output_dir, results = finished_run
+    private = json.loads((output_dir / "forget_set.json").read_text())
+    assert len(private["indices"]) == 4
+    assert results["forget_set"]["k"] == 4 and "indices" not in results["forget_set"]
+    card = (output_dir / "structguard" / "README.md").read_text()
+    assert "model-index" in card
+    salt = (output_dir / "deletion_salt.txt").read_text().strip()
+    assert salt not in card and salt not in json.dumps(results)
+
+
+def test_models_plots_and_anchors_are_written(finished_run):
+    output_dir, results = finished_run
+    for folder in ("before", "structguard", "neggrad", "anchors"):
+        assert (output_dir / folder).is_dir()
+    assert (output_dir / "plots" / "structural_drift.png").stat().st_size > 0
+    assert results["run_config"]["anchors"]["metadata"]["encoder"]  # the packaged MiniLM, offline
+
+
+def test_second_run_reuses_the_cached_before_model(finished_run, tmp_path):
+    output_dir, results = finished_run
+    again = run_script.main([*TINY, "--output_dir", str(tmp_path / "again"), "--method", "neggrad"])
+    assert again["run_config"]["model"]["before_source"] == results["run_config"]["model"]["before_source"]
+    assert again["run_config"]["seconds"]["before_model"] < 5
+    assert again["methods"]["before"]["A_test"] == results["methods"]["before"]["A_test"]
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--method", "no_such_method"], "unknown unlearning method"),
+        (["--forget_k", "100000"], "k"),
+        (["--push_to_hub", "true"], "hub_model_id"),
+    ],
+)
+def test_bad_input_fails_before_anything_is_written(tmp_path, bad, message):
+    output_dir = tmp_path / "never"
+    with pytest.raises(ValueError, match=message):
+        run_script.main([*TINY, "--output_dir", str(output_dir), *bad])
+    assert not output_dir.exists()
+
+
+def test_config_file_options_are_overridden_by_the_command_line(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("forget_k: 7\nmethods: [structguard, adv]\noutput_dir: from-file\n")
+    tokens = run_script.config_file_tokens(["--config", str(config), "--forget_k", "3"])
+    parser = run_script.HfArgumentParser(run_script.ARGUMENT_CLASSES)
+    data_args, _, _, run_args, config_args = parser.parse_args_into_dataclasses(args=tokens)
+    assert data_args.forget_k == 3
+    assert run_args.methods == ["structguard", "adv"]
+    assert config_args.output_dir == "from-file"
+
+
+def test_help_documents_every_option():
+    shown = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "run.py"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for option in ("--forget_k", "--methods", "--text_encoder", "--probe_epsilon", "--alignment_measure", "--config"):
+        assert option in shown
