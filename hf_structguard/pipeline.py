@@ -23,7 +23,9 @@ from .anchors import SHIPPED, AnchorSet, build_anchor_set, load_attributes
 from .data import ForgetSet, ImageClassificationData, load_image_data, select_forget_set
 from .evaluation import EvalSets, evaluate_model, format_results_table, write_results
 from .hub import library_versions, load_or_create_salt, push_run, write_model_card
+from .hub.push import adapter_base_model
 from .hub.receipt import FORGET_SET_FILE
+from .lora import save_model
 from .methods import get_method
 from .modeling import StructGuardForImageClassification, build_model
 from .plots import plot_run
@@ -124,6 +126,11 @@ class RunArguments:
     )
 
 
+#: The embedded default multiplies the methods' default learning rates (method.md's CIFAR-10 values) by this:
+#: at those rates the very confident digits model stays short of A_f = 0 within the pass cap. Chosen on the
+#: forget set alone (does it reach A_f = 0?), never on test data; see README, "The embedded default".
+EMBEDDED_DEFAULT_LR_SCALE = 10.0
+
 ARGUMENT_CLASSES = (DataArguments, ModelArguments, AnchorArguments, RunArguments, UnlearningConfig)
 DEFAULT_OUTPUT_DIR = "outputs/default"
 
@@ -199,6 +206,26 @@ def build_anchors(data: ImageClassificationData, anchor_args: AnchorArguments, a
     )
 
 
+def load_data(data_args: DataArguments) -> ImageClassificationData:
+    """The dataset named by ``data_args`` (the embedded digits default when none is)."""
+    return load_image_data(
+        data_args.dataset,
+        image_column=data_args.image_column,
+        label_column=data_args.label_column,
+        train_split=data_args.train_split,
+        test_split=data_args.test_split,
+        **({"name": data_args.dataset_config} if data_args.dataset_config else {}),
+    )
+
+
+def check_push_arguments(config: UnlearningConfig, model_args: ModelArguments) -> None:
+    """ValueError before any work when ``--push_to_hub`` cannot succeed (no repo; an adapter without a Hub base)."""
+    if config.push_to_hub and not config.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (the repo to push the unlearned model to)")
+    if config.push_to_hub and config.peft:
+        adapter_base_model(model_args.model_name_or_path)
+
+
 def select_forget(data: ImageClassificationData, data_args: DataArguments) -> ForgetSet:
     num_train = len(data.train)
     if data_args.forget_ids_file:
@@ -219,6 +246,19 @@ def _eval_sets(data: ImageClassificationData, forget: ForgetSet, image_size: int
         retain_subsample=data_args.retain_eval_size,
         seed=data_args.eval_seed,
     )
+
+
+def settle_config(config: UnlearningConfig, num_retained: int, embedded_default: bool) -> UnlearningConfig:
+    """Fill what depends on the data: the importance budget ≈|D_r| (as the reference) and the embedded
+    default's learning-rate scale (only for rates the user left at the method's default)."""
+    changes = {}
+    if config.importance_num_samples is None:
+        changes["importance_num_samples"] = num_retained
+    if embedded_default:
+        for name in ("learning_rate", "projector_learning_rate"):
+            if name in config.defaulted_fields:
+                changes[name] = getattr(config, name) * EMBEDDED_DEFAULT_LR_SCALE
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def _probes_for(model, forget_images, forget_labels, num_classes, config: UnlearningConfig, cache) -> ProbeSet:
@@ -250,22 +290,18 @@ def run_pipeline(
     """
     methods = run_args.methods or [config.method]
     method_configs = {name: config.for_method(name) for name in methods}  # unknown names and bad values fail here
-    if config.push_to_hub and not config.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (the repo to push the unlearned model to)")
+    check_push_arguments(config, model_args)
     output_dir = Path(config.output_dir)
     is_main = PartialState().is_main_process
     seconds: dict[str, float] = {}
 
     started = time.perf_counter()
-    data = load_image_data(
-        data_args.dataset,
-        image_column=data_args.image_column,
-        label_column=data_args.label_column,
-        train_split=data_args.train_split,
-        test_split=data_args.test_split,
-        **({"name": data_args.dataset_config} if data_args.dataset_config else {}),
-    )
+    data = load_data(data_args)
     forget = select_forget(data, data_args)
+    method_configs = {
+        name: settle_config(method_config, len(data.train) - forget.k, data_args.dataset is None)
+        for name, method_config in method_configs.items()
+    }
     attributes = None if anchor_args.anchors else resolve_attributes(data, anchor_args)  # checked before any work
     if any(get_method(name).needs_retain for name in methods):
         logger.warning("Oracle-style methods use the retain set: they are a reference, not retain-free unlearning.")
@@ -309,6 +345,7 @@ def run_pipeline(
         phases["evaluation"] = metrics.pop("seconds")
         metrics.update(seconds=probe_seconds + info["seconds"], seconds_phases=phases)
         metrics.update(steps=info["steps"], stopped_at_zero=info["stopped_at_zero"], num_probes=len(probes))
+        metrics["trainable_parameters"] = info["trainable_parameters"]
         results[name] = metrics
         logs[name] = info["log_history"]
         unlearned[name] = model
@@ -331,7 +368,7 @@ def run_pipeline(
         content = json.loads((output_dir / "results.json").read_text())
         for name, model in unlearned.items():
             if run_args.save_models:
-                model.save_pretrained(output_dir / name)
+                save_model(model, output_dir / name)  # a LoRA adapter with --peft
                 (output_dir / name / "log_history.json").write_text(json.dumps(logs[name], indent=1))
                 write_model_card(output_dir, name, content, content["run_config"], anchors_repo=run_args.anchors_hub_id)
         if run_args.plots:

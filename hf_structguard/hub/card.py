@@ -19,6 +19,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..lora import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, UNLEARNED_CONFIG_FILE, is_adapter_folder
 from .receipt import DeletionReceipt, receipt_for_run
 
 logger = logging.getLogger(__name__)
@@ -100,19 +101,19 @@ def write_model_card(
     ``base_model`` and ``dataset`` are Hub ids to link (defaults: taken from ``run_config`` when they are Hub
     ids); ``repo_id`` is where the model will live (for the usage snippet). Also writes the public
     ``deletion_receipt.json`` next to the card; the fingerprint's salt is ``salt`` or the private
-    ``<output_dir>/deletion_salt.txt`` (created with a random salt if missing). Returns the card's path.
+    ``<output_dir>/deletion_salt.txt`` (created with a random salt if missing). A LoRA adapter folder
+    (:func:`hf_structguard.lora.save_model`) gets an adapter card: ``base_model`` is then the model the
+    adapter loads on. Returns the card's path.
     """
     output_dir = Path(output_dir)
     model_dir = output_dir / method
-    if not (model_dir / "config.json").is_file():
-        raise ValueError(f"{model_dir} has no config.json: save the unlearned model there (save_pretrained) first.")
+    model_config, adapter = read_saved_model(model_dir)
     methods = results.get("methods", results)
     if method not in methods:
         raise ValueError(f"results have no entry for method {method!r} (found: {sorted(methods)}).")
     receipt = receipt_for_run(output_dir, method, salt)
     card = render_model_card(
-        method, methods, run_config, receipt,
-        model_config=json.loads((model_dir / "config.json").read_text(encoding="utf-8")),
+        method, methods, run_config, receipt, model_config=model_config, adapter=adapter,
         anchors_repo=anchors_repo, base_model=base_model, dataset=dataset, repo_id=repo_id,
     )
     path = model_dir / CARD_FILE
@@ -130,18 +131,22 @@ def render_model_card(
     receipt: DeletionReceipt,
     *,
     model_config: dict | None = None,
+    adapter: dict | None = None,
     anchors_repo: str | None = None,
     base_model: str | None = None,
     dataset: str | None = None,
     repo_id: str | None = None,
 ) -> ModelCard:
-    """The :class:`~huggingface_hub.ModelCard` of ``method``'s model (see :func:`write_model_card`)."""
+    """The :class:`~huggingface_hub.ModelCard` of ``method``'s model (see :func:`write_model_card`); ``adapter``
+    (from :func:`read_saved_model`) renders the card of a LoRA adapter."""
     after, before = methods[method], _before(methods)
     model_config = model_config or {}
     data_config = run_config.get("data") or {}
     model_args = run_config.get("model") or {}
     anchor_args = run_config.get("anchors") or {}
     base_model = _hub_id(base_model) if base_model else _hub_id(model_args.get("model_name_or_path"))
+    if base_model is None and adapter:
+        base_model = _hub_id(adapter["base_model_name_or_path"])
     dataset = _hub_id(dataset) if dataset else _hub_id(data_config.get("dataset"))
     anchors_repo = _hub_id(anchors_repo) if anchors_repo else _hub_id(anchor_args.get("anchors"))
     dataset_type = dataset or ("sklearn-digits" if not data_config.get("dataset") else "local")
@@ -166,9 +171,10 @@ def render_model_card(
         eval_results=eval_results,
         base_model=base_model,
         datasets=[d for d in (dataset, anchors_repo) if d] or None,
-        library_name="transformers",
+        library_name="peft" if adapter else "transformers",
         pipeline_tag="image-classification",
-        tags=["machine-unlearning", "instance-unlearning", method, "timm", "structguard"],
+        tags=["machine-unlearning", "instance-unlearning", method, "timm", "structguard",
+              *(["lora", "peft"] if adapter else [])],
     )
     template = resources.files("hf_structguard.model_cards").joinpath(TEMPLATE).read_text(encoding="utf-8")
     return ModelCard.from_template(
@@ -180,13 +186,14 @@ def render_model_card(
         retain_free=method.lower() != "oracle",
         repo_id=repo_id,
         base_model_id=base_model,
-        base_model_text=_describe_source(model_args.get("model_name_or_path")),
+        base_model_text=_describe_source(base_model or model_args.get("model_name_or_path")),
         dataset_id=dataset,
         dataset_source=dataset_source,
         anchors_repo=anchors_repo,
         text_encoder=_text_encoder(anchor_args),
         hub_url=HUB_URL,
         model_config=_model_details(model_config),
+        adapter=adapter,
         class_names=_class_names(model_config),
         results_rows=[row for row in rows if row["after"] is not None or row["before"] is not None],
         steps=after.get("steps"),
@@ -196,6 +203,33 @@ def render_model_card(
         versions=run_config.get("versions") or library_versions(),
         receipt=receipt,
     )
+
+
+def read_saved_model(model_dir: str | os.PathLike) -> tuple[dict, dict | None]:
+    """``(model config, adapter)`` of a saved model folder: its ``config.json`` and None, or for a LoRA adapter
+    the unlearned model's config and ``{"rank", "alpha", "num_layers", "saved_modules", "num_norm_layers",
+    "megabytes", "base_model_name_or_path"}``. ValueError when the folder holds neither."""
+    model_dir = Path(model_dir)
+    if (model_dir / "config.json").is_file():
+        return json.loads((model_dir / "config.json").read_text(encoding="utf-8")), None
+    if not is_adapter_folder(model_dir):
+        raise ValueError(
+            f"{model_dir} has no config.json (nor a LoRA adapter): save the unlearned model there "
+            "(save_pretrained / hf_structguard.lora.save_model) first."
+        )
+    settings = json.loads((model_dir / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
+    saved = settings.get("modules_to_save") or []
+    weights = model_dir / ADAPTER_WEIGHTS_FILE
+    adapter = {
+        "rank": settings.get("r"),
+        "alpha": settings.get("lora_alpha"),
+        "num_layers": len(settings.get("target_modules") or []),
+        "saved_modules": [name for name in saved if not name.startswith("backbone.")],
+        "num_norm_layers": sum(name.startswith("backbone.") for name in saved),
+        "megabytes": weights.stat().st_size / 1e6 if weights.is_file() else None,
+        "base_model_name_or_path": settings.get("base_model_name_or_path"),
+    }
+    return json.loads((model_dir / UNLEARNED_CONFIG_FILE).read_text(encoding="utf-8")), adapter
 
 
 def library_versions() -> dict[str, str]:

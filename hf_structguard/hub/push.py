@@ -17,20 +17,21 @@ from pathlib import Path
 
 from huggingface_hub import CommitInfo, HfApi
 
-from .card import CARD_FILE, write_model_card
+from ..lora import ADAPTER_CONFIG_FILE, UNLEARNED_CONFIG_FILE, is_adapter_folder
+from .card import CARD_FILE, _hub_id, read_saved_model, write_model_card
 from .receipt import FORGET_SET_FILE, RECEIPT_FILE, SALT_FILE
 
 logger = logging.getLogger(__name__)
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
 PUBLIC_FILES = ("config.json", PREPROCESSOR_FILE, CARD_FILE, RECEIPT_FILE, "log_history.json",
-                "model.safetensors.index.json")
+                "model.safetensors.index.json", ADAPTER_CONFIG_FILE, UNLEARNED_CONFIG_FILE)
 PUBLIC_PATTERNS = ("*.safetensors",)
 PRIVATE_PATTERNS = (FORGET_SET_FILE, SALT_FILE, "forget_set*", "*salt*", "probes*", "*forget_ids*", "*indices*")
 
 
 def write_preprocessor_config(model_dir: str | os.PathLike) -> Path:
-    """Write ``preprocessor_config.json`` for the model in ``model_dir`` (from its ``config.json``).
+    """Write ``preprocessor_config.json`` for the model in ``model_dir`` (from its config, or a LoRA adapter's).
 
     A ``ViTImageProcessor`` that converts to RGB, resizes to the model's square ``image_size`` (bilinear,
     as in training) and rescales to [0, 1]; ``do_normalize`` is off because the model normalises inside
@@ -40,7 +41,7 @@ def write_preprocessor_config(model_dir: str | os.PathLike) -> Path:
     from transformers import ViTImageProcessor
 
     model_dir = Path(model_dir)
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    config, _ = read_saved_model(model_dir)
     if "image_size" not in config:
         raise ValueError(f"{model_dir}/config.json has no image_size: is it a StructGuard model folder?")
     size = int(config["image_size"])
@@ -80,7 +81,7 @@ def push_run(
     commit_message: str | None = None,
     salt: str | None = None,
 ) -> CommitInfo:
-    """Push ``<output_dir>/<method>/`` (the unlearned model and its card) to the model repo ``repo_id``.
+    """Push ``<output_dir>/<method>/`` (the unlearned model or LoRA adapter, and its card) to the repo ``repo_id``.
 
     Local steps first (no network): when ``<output_dir>/results.json`` exists the card is (re-)rendered
     with ``repo_id`` (:func:`~hf_structguard.hub.write_model_card`, which also takes ``anchors_repo``,
@@ -89,18 +90,30 @@ def push_run(
     uploaded in one commit; a file that already has the same content on the Hub is skipped, so re-running
     after a failure is safe. ``endpoint`` selects another Hub (default: ``HF_ENDPOINT``). Returns the
     commit info.
+
+    A LoRA adapter loads on top of its base model, which must be on the Hub (:func:`adapter_base_model`);
+    its ``adapter_config.json`` is pointed at that repo id before the upload.
     """
     output_dir = Path(output_dir)
     model_dir = output_dir / method
     if not re.fullmatch(r"[\w.-]+/[\w.-]+|[\w.-]+", repo_id or ""):
         raise ValueError(f"repo_id must look like 'user/name', got {repo_id!r}.")
-    if not (model_dir / "config.json").is_file() or not any(model_dir.glob("*.safetensors")):
+    adapter = is_adapter_folder(model_dir)
+    if not ((model_dir / "config.json").is_file() or adapter) or not any(model_dir.glob("*.safetensors")):
         raise ValueError(
-            f"{model_dir} has no saved model (config.json + *.safetensors): run the method with save_models on."
+            f"{model_dir} has no saved model (config.json or a LoRA adapter, + *.safetensors): run the method "
+            "with save_models on."
         )
     results_file = output_dir / "results.json"
-    if results_file.is_file():
-        results = json.loads(results_file.read_text(encoding="utf-8"))
+    results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
+    if adapter:
+        base_model = adapter_base_model(base_model, (results.get("run_config") or {}).get("model"), model_dir)
+        settings_file = model_dir / ADAPTER_CONFIG_FILE
+        settings = json.loads(settings_file.read_text(encoding="utf-8"))
+        if settings.get("base_model_name_or_path") != base_model:
+            settings["base_model_name_or_path"] = base_model
+            settings_file.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if results:
         write_model_card(output_dir, method, results, results.get("run_config") or {}, anchors_repo=anchors_repo,
                          base_model=base_model, dataset=dataset, repo_id=repo_id, salt=salt)
     elif not (model_dir / CARD_FILE).is_file():
@@ -122,6 +135,24 @@ def push_run(
     )
     logger.info("Pushed %s", info.commit_url)
     return info
+
+
+def adapter_base_model(
+    base_model: str | None, model_args: dict | None = None, model_dir: str | os.PathLike | None = None
+) -> str:
+    """The Hub repo id of a LoRA adapter's base model: ``base_model``, else the run's ``model_name_or_path``,
+    else the adapter's ``base_model_name_or_path``, whichever is a Hub id first; ValueError when none is."""
+    candidates = [base_model, (model_args or {}).get("model_name_or_path")]
+    if model_dir is not None and (Path(model_dir) / ADAPTER_CONFIG_FILE).is_file():
+        settings = json.loads((Path(model_dir) / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
+        candidates.append(settings.get("base_model_name_or_path"))
+    for candidate in candidates:
+        if candidate and _hub_id(candidate):
+            return _hub_id(candidate)
+    raise ValueError(
+        "a LoRA adapter is loaded on top of its base model, so the base model must be on the Hub: push the Before "
+        "model first and pass base_model=<repo id>, or run with --model_name_or_path <repo id>."
+    )
 
 
 def _receipt_k(model_dir: Path) -> str:

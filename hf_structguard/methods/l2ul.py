@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..lora import effective_parameters
 from ..structure import importance_penalty
 from .adv import Adv
 from .base import register_method
@@ -74,7 +75,7 @@ class L2UL(Adv):
         """Ω̂ from the ORIGINAL model on the whole forget set (``self.forget_images``, set by the trainer)."""
         if self.forget_images is None:
             raise ValueError("l2ul needs the forget set: set method.forget_images before prepare()")
-        names = {name for name, _ in model.named_parameters()}
+        names = {name for name, _ in effective_parameters(model)}
         if names != set(self.theta0):
             mismatch = sorted(names ^ set(self.theta0))[:3]
             raise ValueError(f"l2ul: the model's parameters do not match the original model's ({mismatch})")
@@ -83,10 +84,11 @@ class L2UL(Adv):
         self.anchoring = {name: 1 - omega for name, omega in self.omega_hat.items()}
 
     def parameter_penalty(self, model: nn.Module) -> torch.Tensor:
-        """``λ·Σ_j (1 − Ω̂_j)(θ_j − θ₀_j)²/2`` over all parameters of ``model``."""
+        """``λ·Σ_j (1 − Ω̂_j)(θ_j − θ₀_j)²/2`` over all parameters θ of ``model`` (of a LoRA model: its merged
+        weights, :func:`~hf_structguard.lora.effective_parameters`)."""
         if self.omega_hat is None:
             raise RuntimeError("l2ul importance is not estimated yet: call prepare(model) first")
-        return self.penalty_weight * importance_penalty(model.named_parameters(), self.theta0, self.anchoring)
+        return self.penalty_weight * importance_penalty(effective_parameters(model), self.theta0, self.anchoring)
 
     def compute_loss(self, model, probe_batch, forget_batch, step):
         terms = super().compute_loss(model, probe_batch, forget_batch, step)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..lora import effective_parameters, is_peft_model, plain_copy
 from ..modeling import anchor_space_map
 from ..structure import (
     AnchorSpace,
@@ -71,6 +72,10 @@ def visual_prototypes(
     if d != anchor_dim:
         means = means @ anchor_space_map(d, anchor_dim, feature_map_seed).to(means.device)
     return F.normalize(means, dim=1)
+
+
+#: The reference's importance budget on CIFAR (≈|D_r|), used when the retained-set size is not known.
+REFERENCE_IMPORTANCE_SAMPLES = 50_000
 
 
 @register_method("structguard")
@@ -130,7 +135,7 @@ class StructGuard(UnlearningMethod):
             )
         model.config.classify_through_projector = self.args.deploy_through_projector
         original = dict(self.original_model.backbone_parameters())
-        self.reference = {name: original[name].detach().clone() for name, _ in model.backbone_parameters()}
+        self.reference = {name: original[name].detach().clone() for name, _ in effective_parameters(model, "backbone")}
 
     def param_groups(self, model):
         projector = {id(p) for p in model.projector.parameters()}
@@ -143,15 +148,17 @@ class StructGuard(UnlearningMethod):
 
     def on_step_begin(self, model, step, trainer):
         if self.args.use_regularization and self.importance is None and step >= self.args.importance_step:
+            # ψ of a LoRA model are its merged weights: their importance is computed on a merged copy
+            plain = plain_copy(model).requires_grad_(True) if is_peft_model(model) else model
             self.importance = structure_importance(
-                model,
+                plain,
                 self.space,
                 self.probes.images,
                 self.s_ori,
-                model.backbone_parameters(),
+                plain.backbone_parameters(),
                 self.align,
                 mode=self.args.importance_mode,
-                num_samples=self.args.importance_num_samples,
+                num_samples=self.args.importance_num_samples or REFERENCE_IMPORTANCE_SAMPLES,
                 batch_size=self.args.per_device_train_batch_size,
                 seed=self.args.seed,
             )
@@ -174,7 +181,7 @@ class StructGuard(UnlearningMethod):
             loss = loss + self.args.alignment_weight * terms["alignment"]
         if self.args.use_regularization:
             terms["regularization"] = (
-                importance_penalty(model.backbone_parameters(), self.reference, self.importance)
+                importance_penalty(effective_parameters(model, "backbone"), self.reference, self.importance)
                 if self.importance is not None
                 else loss.new_zeros(())
             )

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from ..lora import trainable_parameters
 from .batching import ProbeDataset, cyclic_batch, cyclic_indices
 from .callbacks import ForgetAccuracyStopping, MethodHooksCallback, StructureDriftCallback
 from .config import UnlearningConfig
@@ -23,6 +24,7 @@ def run_unlearning(
     retain_dataset=None,
     output_dir: str | None = None,
     callbacks=None,
+    reference_model: nn.Module | None = None,
     **config_overrides: Any,
 ) -> tuple[nn.Module, dict]:
     """Unlearn ``forget_images`` from ``model``; returns ``(unlearned_model, info)``.
@@ -33,8 +35,10 @@ def run_unlearning(
     structguard). ``info`` holds ``steps``, ``stopped_at_zero``, ``stopped_step``, ``forget_accuracy``,
     ``seconds`` (see :class:`UnlearningResult`), ``seconds_phases`` (``prepare``: trainer set-up incl. S_ori
     and the projector; ``checks``: per-step forget accuracy and drift; ``method_hooks``: the method's step hooks, e.g. importance),
-    ``log_history`` (per-step loss terms, ``forget_acc``, ``structural_drift``) and ``config`` (the resolved
-    hyperparameters).
+    ``log_history`` (per-step loss terms, ``forget_acc``, ``structural_drift``), ``config`` (the resolved
+    hyperparameters) and ``trainable_parameters`` (values the optimiser updated: adapter factors and saved
+    modules with ``peft``). ``reference_model``: see :class:`UnlearningTrainer` (default: ``model`` as it
+    starts). With ``peft`` the returned model is the ``PeftModel`` (base + adapter).
     """
     started = time.perf_counter()
     if isinstance(method, UnlearningConfig):
@@ -51,6 +55,7 @@ def run_unlearning(
         anchors=anchors,
         retain_dataset=retain_dataset,
         callbacks=callbacks,
+        reference_model=reference_model,
     )
     prepare_seconds = time.perf_counter() - started
     trainer.train()
@@ -58,6 +63,7 @@ def run_unlearning(
     info["seconds_phases"] = {"prepare": prepare_seconds, **trainer.seconds_phases}
     info["log_history"] = list(trainer.state.log_history)
     info["config"] = args.to_dict()
+    info["trainable_parameters"] = trainable_parameters(trainer.model)
     return trainer.model, info
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from transformers import TrainingArguments
 
+from ..lora import PEFT_TYPES
 from ..methods import METHOD_REGISTRY, get_method
 from ..structure import ALIGNMENT_AXES, ALIGNMENT_MEASURES, IMPORTANCE_MODES
 
@@ -157,11 +158,11 @@ class UnlearningConfig(TrainingArguments):
             "choices": list(IMPORTANCE_MODES),
         },
     )
-    importance_num_samples: int = field(
-        default=50_000,
+    importance_num_samples: int | None = field(
+        default=None,
         metadata={
-            "help": "structguard 'batch' importance: probes seen (cycling the probe set). The reference uses ≈|D_r| "
-            "(50000 on CIFAR); lower it for small runs."
+            "help": "structguard 'batch' importance: probes seen (cycling the probe set). The reference uses ≈|D_r|. "
+            "Default: the train split's size minus k when scripts/run.py knows it, else 50000 (CIFAR's |D_r|)."
         },
     )
     importance_step: int = field(
@@ -175,6 +176,27 @@ class UnlearningConfig(TrainingArguments):
         metadata={
             "help": "structguard: the unlearned model predicts with h(p(g(x))) (the reference; the projector ships "
             "with the model) or, when False, with h(g(x)) (method.md §6's option). Also the path the stopping rule checks."
+        },
+    )
+
+    # --- parameter-efficient unlearning (hf_structguard.lora) ---
+    peft: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train a parameter-efficient adapter instead of all weights: 'lora' (peft). The classifier, the "
+            "projector and every BatchNorm layer (weights and running statistics) are trained and saved in full; "
+            "the base model is left unchanged. Not for fisher (a one-shot full-rank scrub, no training)."
+        },
+    )
+    lora_rank: int = field(default=8, metadata={"help": "LoRA rank r (with --peft lora)."})
+    lora_alpha: float | None = field(
+        default=None, metadata={"help": "LoRA alpha (the update is scaled by alpha/r). Default: lora_rank."}
+    )
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Backbone Conv2d/Linear layers that get LoRA factors, by name, dotted tail (conv1) or head "
+            "(layer4). Default: all of them."
         },
     )
 
@@ -210,14 +232,14 @@ class UnlearningConfig(TrainingArguments):
             self.projector_learning_rate = self.learning_rate
         if self.use_cpu is None:
             self.use_cpu = not torch.cuda.is_available()
-        self._defaulted = frozenset(unset)  # fields that took a default (re-defaulted by for_method)
+        self.defaulted_fields = frozenset(unset)  # fields that took a default (re-defaulted by for_method)
         self._validate()
         super().__post_init__()
 
     def for_method(self, method: str, **changes) -> UnlearningConfig:
         """A copy for ``method``: fields that took the current method's defaults take the new method's, fields
         the user set are kept; ``changes`` are further field values (e.g. ``output_dir``)."""
-        unset = {name: None for name in self._defaulted if name not in changes}
+        unset = {name: None for name in self.defaulted_fields if name not in changes}
         return dataclasses.replace(self, method=method, **unset, **changes)
 
     def _validate(self) -> None:
@@ -273,9 +295,18 @@ class UnlearningConfig(TrainingArguments):
             0 <= self.classifier_l1_ratio <= 1, f"classifier_l1_ratio must be in [0, 1], got {self.classifier_l1_ratio}"
         )
         check(
-            self.importance_num_samples >= 1, f"importance_num_samples must be >= 1, got {self.importance_num_samples}"
+            self.importance_num_samples is None or self.importance_num_samples >= 1,
+            f"importance_num_samples must be >= 1, got {self.importance_num_samples}",
         )
         check(self.importance_step >= 0, f"importance_step must be >= 0, got {self.importance_step}")
         check(self.stop_check_from_epoch >= 0, f"stop_check_from_epoch must be >= 0, got {self.stop_check_from_epoch}")
         check(self.drift_num_probes >= 0, f"drift_num_probes must be >= 0, got {self.drift_num_probes}")
         check(self.drift_every_steps >= 1, f"drift_every_steps must be >= 1, got {self.drift_every_steps}")
+        check(self.peft in (None, *PEFT_TYPES), f"unknown peft type {self.peft!r}; supported: {', '.join(PEFT_TYPES)}")
+        check(self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}")
+        check(self.lora_alpha is None or self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
+        check(
+            not (self.peft and self.method == "fisher"),
+            "fisher adds full-rank noise to every weight in one shot, without training: a LoRA adapter cannot hold "
+            "it; run fisher without --peft",
+        )

@@ -10,7 +10,6 @@ and, at the end, BatchNorm buffers identical on all ranks.
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..lora import add_lora, is_peft_model, plain_copy
 from ..methods import get_method
 from ..structure import AnchorSpace
 from .batching import ProbeDataset, cyclic_batch
@@ -61,8 +61,15 @@ class UnlearningTrainer(Trainer):
         anchors: an ``AnchorSet`` (needed by structguard with semantic anchors; enables drift logging).
         retain_dataset: only for methods that need the retain set (oracle).
         callbacks: extra ``TrainerCallback``s.
+        reference_model: the model whose structure and weights the method preserves (S_ori, ψ^ori, θ0, the
+            importances; e.g. the original Before model in a sequence of deletion requests). Default: ``model``
+            as it starts.
 
-    Attributes: ``original_model`` (frozen deep copy of the Before model, eval mode), ``method``,
+    With ``args.peft`` the model is wrapped in a LoRA adapter (:func:`~hf_structguard.lora.add_lora`) after the
+    method's ``prepare`` (so that a projector it adds is trained and saved with the adapter); a model that
+    already is a peft model keeps training its adapter. ``self.model`` is then the ``PeftModel``.
+
+    Attributes: ``original_model`` (frozen plain deep copy of the reference model, eval mode), ``method``,
     ``unlearning_result`` (:class:`UnlearningResult`, after :meth:`train`).
     """
 
@@ -76,6 +83,7 @@ class UnlearningTrainer(Trainer):
         anchors: Any = None,
         retain_dataset: Any = None,
         callbacks: list[TrainerCallback] | None = None,
+        reference_model: nn.Module | None = None,
     ) -> None:
         if not isinstance(args, UnlearningConfig):
             raise TypeError(f"args must be an UnlearningConfig, got {type(args).__name__}")
@@ -85,7 +93,8 @@ class UnlearningTrainer(Trainer):
             raise ValueError(f"forget_labels must have shape ({len(forget_images)},), got {tuple(forget_labels.shape)}")
         method_cls = get_method(args.method)
         model.to(args.device)
-        self.original_model = copy.deepcopy(model).eval().requires_grad_(False)
+        reference = model if reference_model is None else reference_model
+        self.original_model = plain_copy(reference).to(args.device).eval().requires_grad_(False)
         self.forget_images = forget_images.detach().float().cpu()
         self.forget_labels = forget_labels.detach().long().cpu()
         self.probes = probes
@@ -95,6 +104,8 @@ class UnlearningTrainer(Trainer):
         self.method.forget_images = self.forget_images
         self.method.forget_labels = self.forget_labels
         self.method.prepare(model)
+        if args.peft and not is_peft_model(model):
+            model = add_lora(model, args.lora_rank, args.lora_alpha, args.lora_target_modules)
 
         self._term_sums: dict[str, float] = {}
         self._term_steps = 0

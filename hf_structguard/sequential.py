@@ -1,0 +1,264 @@
+"""Sequential deletion requests (``scripts/sequential.py``): unlearn request 1, then request 2 starting from
+its result, and so on, with one method.
+
+Each request is one unlearning run (:func:`~hf_structguard.trainer.run_unlearning`) on the model the previous
+request left:
+
+- ``--sequential_reference original`` (default): the ORIGINAL Before model stays the reference of every
+  request (S_ori, ψ^ori for structguard; θ0 and Ω for L2UL; the drift log), so the structure the method
+  protects does not drift with the requests. ``previous``: the model that starts the request is the reference
+  (each request is a fresh run on it).
+- ``--sequential_probes previous`` (default): a request's probes come from the model that starts it (the model
+  deployed when the request arrives); ``original``: from the Before model.
+- ``--sequential_forget union`` (default): the deletion loss and the stopping rule (forget accuracy exactly 0)
+  run over every sample forgotten so far, so earlier requests cannot come back; the probes come from the new
+  request's samples only. The data owner keeps the earlier forget samples for this (they are used for nothing
+  else). ``request``: a request unlearns its own samples only (the earlier ones are gone); ``A_f_union`` then
+  shows whether earlier samples came back.
+- With ``--peft lora`` the first request creates the adapter and later requests keep training it: the result
+  is still ONE adapter on the Before model.
+
+After every request the model is evaluated with the UNION of the requests so far as forget set: its ``A_f``
+(also ``A_f_union``) must stay 0 (forgotten instances must not come back; a warning is logged otherwise),
+and ``A_f_requests`` lists each request's own A_f. The retain set is the same for every request (train minus
+the union of ALL requests), so A_r is comparable across requests and with a one-shot run on the union.
+
+``results.json`` holds ``methods = {"before", <method>}``: ``<method>`` is the final model (forget set = the
+union; ``steps`` and ``seconds`` summed over the requests) with ``requests``, the list of every request's
+metrics. The final model (or adapter) goes to ``<output_dir>/<method>`` with its card, whose deletion receipt
+covers the union (``forget_set.json``); the per-request ids stay in the private ``forget_set_requests.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import PartialState
+
+from .data import ForgetSet, select_forget_set
+from .evaluation import EvalSets, evaluate_model, format_results_table, write_results
+from .evaluation.accuracy import predict
+from .hub import library_versions, load_or_create_salt, write_model_card
+from .hub.receipt import FORGET_SET_FILE
+from .lora import save_model
+from .methods import get_method
+from .pipeline import (
+    AnchorArguments,
+    DataArguments,
+    ModelArguments,
+    RunArguments,
+    _probes_for,
+    build_anchors,
+    check_push_arguments,
+    load_before_model,
+    load_data,
+    resolve_attributes,
+    settle_config,
+)
+from .plots import plot_run
+from .trainer import UnlearningConfig, run_unlearning
+
+logger = logging.getLogger(__name__)
+
+REFERENCES = ("original", "previous")
+PROBE_SOURCES = ("previous", "original")
+FORGET_SCOPES = ("union", "request")
+REQUESTS_FILE = "forget_set_requests.json"  # private: the ids of every request
+
+
+@dataclass
+class SequentialArguments:
+    """The sequence of deletion requests and how each request is unlearned."""
+
+    forget_ids_files: list[str] | None = field(
+        default=None,
+        metadata={"help": "One file of training-row ids per request, in order (JSON list or one per line). The "
+                  "requests must be disjoint."},
+    )
+    num_requests: int | None = field(
+        default=None,
+        metadata={"help": "Instead of files: split one seeded permutation (--forget_seed) into this many disjoint "
+                  "requests of --request_k rows (their union is the --forget_k N*k set of a one-shot run)."},
+    )
+    request_k: int | None = field(default=None, metadata={"help": "Rows per request (with --num_requests)."})
+    sequential_reference: str = field(
+        default="original",
+        metadata={"help": "Reference of every request for S_ori and ψ^ori: the original Before model, or the "
+                  "previous request's model.", "choices": list(REFERENCES)},
+    )
+    sequential_probes: str = field(
+        default="previous",
+        metadata={"help": "Model that generates each request's probes: the one that starts the request, or the "
+                  "original Before model.", "choices": list(PROBE_SOURCES)},
+    )
+    sequential_forget: str = field(
+        default="union",
+        metadata={"help": "Forget set of a request's deletion loss and stop rule: 'union' of all requests so far "
+                  "(earlier samples stay forgotten; probes from the new samples only) or the 'request' alone.",
+                  "choices": list(FORGET_SCOPES)},
+    )
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("sequential_reference", REFERENCES), ("sequential_probes", PROBE_SOURCES),
+                              ("sequential_forget", FORGET_SCOPES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        by_count = self.num_requests is not None or self.request_k is not None
+        if bool(self.forget_ids_files) == by_count:
+            raise ValueError("give the requests either as --forget_ids_files FILE ... or as --num_requests N "
+                             "--request_k K (exactly one of the two)")
+        if by_count and (self.num_requests is None or self.num_requests < 1 or self.request_k is None
+                         or self.request_k < 1):
+            raise ValueError(f"--num_requests and --request_k must both be >= 1, got {self.num_requests} and "
+                             f"{self.request_k}")
+
+
+def plan_requests(num_train: int, seq_args: SequentialArguments, seed: int = 0) -> list[ForgetSet]:
+    """The forget set of every request; ValueError (before any work) for bad, out-of-range or overlapping ids."""
+    if seq_args.forget_ids_files:
+        requests = [select_forget_set(num_train, indices_file=path) for path in seq_args.forget_ids_files]
+    else:
+        total = seq_args.num_requests * seq_args.request_k
+        if total > num_train:
+            raise ValueError(f"{seq_args.num_requests} requests of {seq_args.request_k} rows need {total} rows, but "
+                             f"the train split has {num_train}")
+        order = select_forget_set(num_train, k=total, seed=seed).indices
+        k = seq_args.request_k
+        requests = [ForgetSet(order[i * k:(i + 1) * k], mode="random", seed=seed)
+                    for i in range(seq_args.num_requests)]
+    seen: dict[int, int] = {}  # id -> request that forgets it
+    for number, request in enumerate(requests, start=1):
+        shared = sorted(i for i in request.indices if i in seen)
+        if shared:
+            raise ValueError(
+                f"forget-id files overlap: {seq_args.forget_ids_files[number - 1]} (request {number}) repeats "
+                f"{len(shared)} id(s) of request {seen[shared[0]]}, e.g. {shared[:5]}; each training row can be "
+                "forgotten once"
+            )
+        seen.update((i, number) for i in request.indices)
+    return requests
+
+
+def _cat(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.cat([images for images, _ in pairs]), torch.cat([labels for _, labels in pairs])
+
+
+def run_sequential(
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    anchor_args: AnchorArguments,
+    run_args: RunArguments,
+    seq_args: SequentialArguments,
+    config: UnlearningConfig,
+) -> dict:
+    """Run the sequence of deletion requests (module docstring); returns the content of ``results.json``."""
+    if run_args.methods and len(run_args.methods) > 1:
+        raise ValueError(f"a sequence of requests runs one method (--method), got --methods {run_args.methods}")
+    if data_args.forget_ids_file or data_args.forget_classes:
+        raise ValueError("a sequence takes its requests from --forget_ids_files or --num_requests/--request_k, "
+                         "not --forget_ids_file/--forget_classes")
+    method = run_args.methods[0] if run_args.methods else config.method
+    method_args = config.for_method(method)  # unknown names and bad values fail here, before any work
+    check_push_arguments(config, model_args)
+    output_dir = Path(config.output_dir)
+    is_main = PartialState().is_main_process
+
+    data = load_data(data_args)
+    requests = plan_requests(len(data.train), seq_args, data_args.forget_seed)
+    union = ForgetSet([i for request in requests for i in request.indices], mode=requests[0].mode,
+                      seed=requests[0].seed)
+    method_args = settle_config(method_args, len(data.train) - union.k, data_args.dataset is None)
+    attributes = None if anchor_args.anchors else resolve_attributes(data, anchor_args)
+    before, before_source = load_before_model(data, model_args)
+    size = before.config.image_size
+    test = data.tensors("test", None, size)
+    retain = data.tensors("train", union.retain_indices(len(data.train)).tolist(), size)
+    forgets = [data.tensors("train", request.indices, size) for request in requests]
+    anchors = build_anchors(data, anchor_args, attributes)
+
+    def eval_sets(forget) -> EvalSets:
+        return EvalSets(test=test, retain=retain, forget=forget, retain_subsample=data_args.retain_eval_size,
+                        seed=data_args.eval_seed)
+
+    if is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        union.to_json(output_dir / FORGET_SET_FILE)  # private, local only: the receipt covers the union
+        (output_dir / REQUESTS_FILE).write_text(json.dumps([r.indices for r in requests]) + "\n", encoding="utf-8")
+        anchors.save(output_dir / "anchors")
+        before.save_pretrained(output_dir / "before")
+    results = {"before": evaluate_model(before, eval_sets(_cat(forgets)), retrieval=data_args.retrieval,
+                                        mia=data_args.mia)}
+    results["before"]["seconds_phases"] = {"evaluation": results["before"].pop("seconds")}
+
+    model = copy.deepcopy(before)
+    records: list[dict] = []
+    logs: dict[str, list[dict]] = {}
+    for number, request in enumerate(requests, start=1):
+        so_far = _cat(forgets[:number])
+        started = time.perf_counter()
+        probe_model = before if seq_args.sequential_probes == "original" else model
+        probes = _probes_for(probe_model, *forgets[number - 1], data.num_classes, method_args, {})
+        images, labels = so_far if seq_args.sequential_forget == "union" else forgets[number - 1]
+        probe_seconds = time.perf_counter() - started
+        model, info = run_unlearning(
+            model, method_args, images, labels, probes, anchors=anchors,
+            retain_dataset=retain if get_method(method).needs_retain else None,
+            reference_model=before if seq_args.sequential_reference == "original" else None,
+        )
+        metrics = evaluate_model(model, eval_sets(so_far), reference_model=before, retrieval=data_args.retrieval,
+                                 mia=data_args.mia)
+        correct = predict(model, so_far[0])[0].argmax(1) == so_far[1]
+        bounds = np.cumsum([0] + [r.k for r in requests[:number]])
+        metrics.update(
+            request=number, k=request.k, k_union=int(bounds[-1]), A_f_union=metrics["A_f"],
+            A_f_requests=[100.0 * correct[a:b].double().mean().item() for a, b in zip(bounds[:-1], bounds[1:])],
+            steps=info["steps"], stopped_at_zero=info["stopped_at_zero"], num_probes=len(probes),
+            trainable_parameters=info["trainable_parameters"], seconds=probe_seconds + info["seconds"],
+            seconds_phases={"probes": probe_seconds, **info["seconds_phases"], "unlearning": info["seconds"],
+                            "evaluation": metrics.pop("seconds")},
+        )
+        if metrics["A_f_union"] > 0:
+            logger.warning("after request %d, %.2f %% of the samples forgotten so far are classified correctly "
+                           "again (per request: %s)", number, metrics["A_f_union"], metrics["A_f_requests"])
+        logger.info("request %d/%d: A_test %.2f  A_r %.2f  A_f %.2f  A_f(union) %.2f  (%d steps)", number,
+                    len(requests), metrics["A_test"], metrics["A_r"], metrics["A_f_requests"][-1],
+                    metrics["A_f_union"], info["steps"])
+        records.append(metrics)
+        logs[f"request_{number}"] = info["log_history"]
+
+    results[method] = {**records[-1], "steps": sum(r["steps"] for r in records),
+                       "seconds": sum(r["seconds"] for r in records), "requests": records}
+    run_config = {
+        "data": dataclasses.asdict(data_args),
+        "model": {**dataclasses.asdict(model_args), "before_source": before_source},
+        "anchors": {**dataclasses.asdict(anchor_args), "metadata": anchors.metadata},
+        "unlearning": {method: method_args.to_sanitized_dict()},
+        "sequential": dataclasses.asdict(seq_args),
+        "dataset_source": data.source,
+        "class_names": data.class_names,
+        "versions": library_versions(),
+    }
+    if is_main:
+        salt = load_or_create_salt(output_dir)
+        forget_info = {"k": union.k, "mode": union.mode, "fingerprint_sha256_salted": union.fingerprint(salt),
+                       "requests": [{"k": r.k, "fingerprint_sha256_salted": r.fingerprint(salt)} for r in requests]}
+        write_results(output_dir / "results.json", run_config, forget_info, results)
+        content = json.loads((output_dir / "results.json").read_text())
+        if run_args.save_models:
+            save_model(model, output_dir / method)
+            history = [{"request": int(name.split("_")[1]), **row} for name, log in logs.items() for row in log]
+            (output_dir / method / "log_history.json").write_text(json.dumps(history, indent=1))
+            write_model_card(output_dir, method, content, run_config, anchors_repo=run_args.anchors_hub_id)
+        if run_args.plots:
+            plot_run(output_dir, results, logs)
+        print(format_results_table({"before": results["before"], **{f"request {r['request']}": r for r in records}}))
+    PartialState().wait_for_everyone()
+    return json.loads((output_dir / "results.json").read_text())
