@@ -7,6 +7,8 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY = 1
 export TOKENIZERS_PARALLELISM = false
 ARGS ?=
+# accelerate launch sets OMP_NUM_THREADS from the physical cores (1 here); use every logical core instead.
+THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 PYTEST_ARGS ?=
 
 .PHONY: install run test clean
@@ -22,7 +24,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no scripts/run.py $(ARGS)
+	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+		--num_cpu_threads_per_process $(THREADS) scripts/run.py $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

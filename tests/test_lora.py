@@ -38,13 +38,7 @@ FAST = {"num_train_epochs": 3, "importance_num_samples": 64, "drift_num_probes":
         "logging_steps": 100, "lora_rank": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread: two wait on each other when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n=6, seed=3):

@@ -111,3 +111,18 @@ def test_help_documents_every_option():
     ).stdout
     for option in ("--forget_k", "--methods", "--text_encoder", "--probe_epsilon", "--alignment_measure", "--config"):
         assert option in shown
+
+
+def test_default_text_encoder_is_clip_when_the_hub_answers_else_the_packaged_one(monkeypatch, local_hub):
+    from huggingface_hub import constants
+
+    from hf_structguard import pipeline
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", local_hub.endpoint)
+    assert pipeline.default_text_encoder() == pipeline.CLIP_TEXT_ENCODER
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    assert pipeline.default_text_encoder() == pipeline.PACKAGED_TEXT_ENCODER
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "ENDPOINT", local_hub.endpoint)
+    assert pipeline.default_text_encoder() == pipeline.PACKAGED_TEXT_ENCODER

@@ -30,13 +30,7 @@ TINY = ["--default_backbone", "resnet10t", "--default_epochs", "2", "--probes_pe
         "--disable_tqdm", "true", "--mia", "false", "--plots", "false"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread: two wait on each other when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _union_ids(output_dir: Path) -> list[int]:
