@@ -57,7 +57,7 @@ def test_trainer_defaults_for_unlearning(tmp_path):
     assert args.remove_unused_columns is False and args.ddp_find_unused_parameters is False
     assert args.lr_scheduler_type == "constant" and args.max_grad_norm == 0.0
     assert args.use_cpu == (not torch.cuda.is_available())
-    assert args.importance_num_samples == 50_000 and args.importance_step == 1
+    assert args.importance_num_samples is None and args.importance_step == 1  # None: ≈|D_r| (settle_config)
 
 
 def test_every_new_field_has_help_and_parses_from_the_command_line(tmp_path):
