@@ -222,7 +222,8 @@ def build_anchors(data: ImageClassificationData, anchor_args: AnchorArguments, a
 
 
 def load_data(data_args: DataArguments) -> ImageClassificationData:
-    """The dataset named by ``data_args`` (the embedded digits default when none is)."""
+    """The dataset named by ``data_args`` (the embedded digits default when none is); any object with
+    DataArguments' dataset, dataset_config, column and split fields will do (``scripts/pretrain.py``)."""
     return load_image_data(
         data_args.dataset,
         image_column=data_args.image_column,
