@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -29,16 +27,12 @@ from hf_structguard.modeling import StructGuardForImageClassification
 from hf_structguard.pipeline import DataArguments, load_data
 from hf_structguard.trainer import UnlearningConfig, UnlearningTrainer, run_unlearning
 
-ROOT = Path(__file__).resolve().parents[1]
-SPEC = importlib.util.spec_from_file_location("run_script", ROOT / "scripts" / "run.py")
-run_script = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(run_script)
+from _scripts import load_script
+
+run_script = load_script("scripts/run.py")
 
 FAST = {"num_train_epochs": 3, "importance_num_samples": 64, "drift_num_probes": 16, "disable_tqdm": True,
         "logging_steps": 100, "lora_rank": 4}
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n=6, seed=3):

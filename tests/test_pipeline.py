@@ -1,6 +1,5 @@
 """End-to-end: scripts/run.py on the embedded digits default, shrunk so it runs in seconds."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from _scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = importlib.util.spec_from_file_location("run_script", ROOT / "scripts" / "run.py")
-run_script = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(run_script)
+run_script = load_script("scripts/run.py")
 
 TINY = [
     "--default_backbone", "resnet10t",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,17 +19,13 @@ from hf_structguard.pipeline import DataArguments, load_data
 from hf_structguard.sequential import SequentialArguments, plan_requests
 from hf_structguard.trainer import UnlearningConfig, UnlearningTrainer, run_unlearning
 
-ROOT = Path(__file__).resolve().parents[1]
-SPEC = importlib.util.spec_from_file_location("sequential_script", ROOT / "scripts" / "sequential.py")
-sequential_script = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(sequential_script)
+from _scripts import load_script
+
+sequential_script = load_script("scripts/sequential.py")
 
 TINY = ["--default_backbone", "resnet10t", "--default_epochs", "2", "--probes_per_image", "4", "--probe_num_steps",
         "5", "--importance_num_samples", "64", "--num_train_epochs", "10", "--retain_eval_size", "300",
         "--disable_tqdm", "true", "--mia", "false", "--plots", "false"]
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _union_ids(output_dir: Path) -> list[int]:
