@@ -179,7 +179,8 @@ def test_batch_importance_matches_hand_gradient_and_restores_state(importance_se
     s_unl = space.model_structure(model, model.features(images))
     loss = alignment_loss(s_ori, s_unl)
     grad = torch.autograd.grad(loss, [model.backbone.conv1[0].weight])[0]
-    assert torch.allclose(importance["backbone.conv1.0.weight"], grad.abs(), atol=1e-6)
+    # the importance pass sees the probes in a permuted order: float32 sums differ by ~1e-6
+    assert torch.allclose(importance["backbone.conv1.0.weight"], grad.abs(), atol=1e-5)
 
 
 def test_batch_importance_weights_batches_by_size(importance_setup):

@@ -120,6 +120,22 @@ class StructGuardForImageClassification(PreTrainedModel):
         """
         self.tie_weights(recompute_mapping=False)
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained``, then give each tensor the loader left unaligned its own memory.
+
+        transformers hands out views into the safetensors file at arbitrary offsets; CPU kernels choose their
+        summation order by alignment, so without the copy a reloaded model can differ from the saved one in
+        the last bit of its logits.
+        """
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        with torch.no_grad():
+            for tensor in (*model.parameters(), *model.buffers()):
+                if tensor.data_ptr() % 64:
+                    tensor.data = tensor.data.clone()
+        return loaded
+
     def _init_weights(self, module):
         # Only reached for tensors missing from a checkpoint; loaded tensors are protected by transformers' guard.
         if isinstance(module, (nn.Linear, nn.Conv2d)):
