@@ -175,7 +175,6 @@ def run_sequential(
     requests = plan_requests(len(data.train), seq_args, data_args.forget_seed)
     union = ForgetSet([i for request in requests for i in request.indices], mode=requests[0].mode,
                       seed=requests[0].seed)
-    method_args = settle_config(method_args, len(data.train) - union.k, data_args.dataset is None)
     attributes = None if anchor_args.anchors else resolve_attributes(data, anchor_args)
     before, before_source = load_before_model(data, model_args)
     size = before.config.image_size
@@ -201,15 +200,18 @@ def run_sequential(
     model = copy.deepcopy(before)
     records: list[dict] = []
     logs: dict[str, list[dict]] = {}
+    embedded_default = data_args.dataset is None
     for number, request in enumerate(requests, start=1):
         so_far = _cat(forgets[:number])
+        # the importance budget is |D_r| as known at this request: later requests are not known yet
+        request_args = settle_config(method_args, len(data.train) - len(so_far[1]), embedded_default)
         started = time.perf_counter()
         probe_model = before if seq_args.sequential_probes == "original" else model
-        probes = _probes_for(probe_model, *forgets[number - 1], data.num_classes, method_args, {})
+        probes = _probes_for(probe_model, *forgets[number - 1], data.num_classes, request_args, {})
         images, labels = so_far if seq_args.sequential_forget == "union" else forgets[number - 1]
         probe_seconds = time.perf_counter() - started
         model, info = run_unlearning(
-            model, method_args, images, labels, probes, anchors=anchors,
+            model, request_args, images, labels, probes, anchors=anchors,
             retain_dataset=retain if get_method(method).needs_retain else None,
             reference_model=before if seq_args.sequential_reference == "original" else None,
         )
@@ -221,6 +223,7 @@ def run_sequential(
             request=number, k=request.k, k_union=int(bounds[-1]), A_f_union=metrics["A_f"],
             A_f_requests=[100.0 * correct[a:b].double().mean().item() for a, b in zip(bounds[:-1], bounds[1:])],
             steps=info["steps"], stopped_at_zero=info["stopped_at_zero"], num_probes=len(probes),
+            importance_num_samples=request_args.importance_num_samples,
             trainable_parameters=info["trainable_parameters"], seconds=probe_seconds + info["seconds"],
             seconds_phases={"probes": probe_seconds, **info["seconds_phases"], "unlearning": info["seconds"],
                             "evaluation": metrics.pop("seconds")},
@@ -240,7 +243,7 @@ def run_sequential(
         "data": dataclasses.asdict(data_args),
         "model": {**dataclasses.asdict(model_args), "before_source": before_source},
         "anchors": {**dataclasses.asdict(anchor_args), "metadata": anchors.metadata},
-        "unlearning": {method: method_args.to_sanitized_dict()},
+        "unlearning": {method: request_args.to_sanitized_dict()},  # as settled for the last request
         "sequential": dataclasses.asdict(seq_args),
         "dataset_source": data.source,
         "class_names": data.class_names,
