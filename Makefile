@@ -21,10 +21,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
-# One torch thread: on these 2-vCPU machines two threads ran the default 2.4x slower (README, "The embedded default").
+# One torch thread per physical core: hyperthread siblings slow these small models down (README, "The embedded
+# default"). Expanded when the recipe runs, after the venv (and psutil, an accelerate dependency) exists.
+THREADS = $(shell $(BIN)/python -c "import psutil; print(psutil.cpu_count(logical=False) or 1)")
+
 run: install
 	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-		--num_cpu_threads_per_process 1 scripts/run.py $(ARGS)
+		--num_cpu_threads_per_process $(THREADS) scripts/run.py $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
