@@ -1,7 +1,7 @@
 """Benchmark StructGuard and the baselines on one dataset and Before model (paper Table 2 layout).
 
     # CPU profile (reductions applied to every method alike, stated in the table caption); one torch thread
-    # is much faster than two on a shared 2-core machine
+    # per physical core (two threads on one core's hyperthreads are much slower)
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/run_benchmark.py --profile cpu \\
         --dataset /work/shared/data/cifar10-jpeg \\
         --model_name_or_path local-dir:/work/shared/checkpoints/resnet18-cifar10-jpeg \\
@@ -281,7 +281,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 seconds_phases={"evaluation": evaluation}, peak_memory=memory.as_dict(), steps=0,
                 eval_images_per_second=evaluated_images(metrics, False) / evaluation,
             )
-            runs.append({**metrics, "eval_seed": metrics.pop("seed"), "k": k, "seed": seed, "method": "before"})
+            runs.append({**metrics, "k": k, "seed": seed, "method": "before"})
             if first and k == profile["ks"][0]:
                 examples["before"] = retrieval_examples(before, sets)
             probe_cache: dict = {}
@@ -317,7 +317,6 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                     peak_memory={"unlearning": unlearning_memory, "evaluation": memory.as_dict()},
                     eval_images_per_second=evaluated_images(metrics, True) / evaluation,
                 )
-                metrics["eval_seed"] = metrics.pop("seed")  # evaluate_model's "seed" is the subsample seed
                 runs.append({**metrics, "k": k, "seed": seed, "method": name, "config_overrides": overrides})
                 logger.info(
                     "k=%d seed=%d %s: A_test %.2f A_r %.2f A_f %.2f, %d steps, %.1f s",

@@ -297,7 +297,7 @@ def test_evaluate_model_end_to_end():
     assert result["consistency"]["mean"] == pytest.approx(1.0, abs=1e-5)
     assert sum(result["consistency"]["histogram"]["counts"]) == 12
     assert 0.0 <= result["mia"]["attack_auc_cv"] <= 1.0 and "forget_auc" in result["mia"]
-    assert result["seconds"] >= 0.0 and result["seed"] == 0
+    assert result["seconds"] >= 0.0 and result["eval_seed"] == 0
 
     perturbed = copy.deepcopy(model)
     with torch.no_grad():

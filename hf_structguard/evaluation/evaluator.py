@@ -164,6 +164,6 @@ def evaluate_model(
         )
         sizes["mia_holdout"] = result["mia"]["num_holdout"]
     result["sizes"] = sizes
-    result["seed"] = sets.seed
+    result["eval_seed"] = sets.seed  # seed of the retain/test subsamples and the MIA split
     result["seconds"] = time.perf_counter() - start
     return result
