@@ -1,4 +1,4 @@
-"""Test-wide set-up: never reach the Hub, one torch thread, isolate caches."""
+"""Test-wide set-up: never reach the Hub, one torch thread per physical core, isolate caches."""
 
 import os
 import tempfile
