@@ -1,7 +1,8 @@
 """Benchmark StructGuard and the baselines on one dataset and Before model (paper Table 2 layout).
 
-    # CPU profile (reductions applied to every method alike, stated in the table caption); one torch thread
-    # per physical core (two threads on one core's hyperthreads are much slower)
+    # CPU profile (reductions applied to every method alike, stated in the table caption); set OMP_NUM_THREADS
+    # to the physical core count (1 on the machine that wrote benchmarks/results/cpu: two threads on one
+    # core's hyperthreads are much slower)
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/run_benchmark.py --profile cpu \\
         --dataset /work/shared/data/cifar10-jpeg \\
         --model_name_or_path local-dir:/work/shared/checkpoints/resnet18-cifar10-jpeg \\

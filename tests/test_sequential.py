@@ -24,7 +24,7 @@ from _scripts import load_script
 sequential_script = load_script("scripts/sequential.py")
 
 TINY = ["--default_backbone", "resnet10t", "--default_epochs", "2", "--probes_per_image", "4", "--probe_num_steps",
-        "5", "--importance_num_samples", "64", "--num_train_epochs", "10", "--retain_eval_size", "300",
+        "5", "--num_train_epochs", "10", "--retain_eval_size", "300",
         "--disable_tqdm", "true", "--mia", "false", "--plots", "false"]
 
 
@@ -53,6 +53,8 @@ def test_forgotten_instances_stay_forgotten_after_every_request(three_requests):
         assert request["stopped_at_zero"] and request["k"] == 4 and request["k_union"] == 4 * number
         assert request["A_f_union"] == request["A_f"] == 0.0 and request["A_f_requests"] == [0.0] * number
         assert request["sizes"]["forget"] == 4 * number and request["sizes"]["retain_total"] == 1437 - 12
+        # the importance budget (≈|D_r|) counts only the requests made so far, not the ones still to come
+        assert request["importance_num_samples"] == 1437 - 4 * number
     assert final["A_f"] == 0.0 and final["steps"] == sum(r["steps"] for r in final["requests"])
     # the saved final model agrees: every one of the 12 forgotten rows is misclassified
     model = StructGuardForImageClassification.from_pretrained(output_dir / "l2ul")
@@ -76,7 +78,7 @@ def test_requests_are_one_seeded_permutation_and_the_receipt_covers_their_union(
 def test_a_lora_sequence_is_one_adapter_on_the_before_model(tmp_path):
     output_dir = tmp_path / "out"
     results = sequential_script.main([*TINY, "--num_requests", "2", "--request_k", "4", "--peft", "lora",
-                                      "--lora_rank", "4", "--learning_rate", "0.05", "--output_dir", str(output_dir)])
+                                      "--importance_num_samples", "64", "--lora_rank", "4", "--learning_rate", "0.05", "--output_dir", str(output_dir)])
     requests = results["methods"]["structguard"]["requests"]
     assert [r["A_f_union"] for r in requests] == [0.0, 0.0]
     assert requests[0]["trainable_parameters"] == requests[1]["trainable_parameters"]  # the same adapter
