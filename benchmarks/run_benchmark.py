@@ -45,12 +45,12 @@ from hf_structguard.pipeline import (
     AnchorArguments,
     DataArguments,
     ModelArguments,
-    _probes_for,
     build_anchors,
     load_before_model,
     load_data,
     resolve_attributes,
 )
+from hf_structguard.probes import probes_for_config
 from hf_structguard.plots import plot_consistency, plot_structural_drift
 from hf_structguard.structure import ALIGNMENT_MEASURES
 from hf_structguard.trainer import UnlearningConfig, run_unlearning
@@ -290,7 +290,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 config = base.for_method(method, seed=seed, **overrides)
                 with PeakMemory(device) as memory:
                     started = time.perf_counter()
-                    probes = _probes_for(before, forget_images, forget_labels, data.num_classes, config, probe_cache)
+                    probes = probes_for_config(before, forget_images, forget_labels, data.num_classes, config, probe_cache)
                     probe_seconds = time.perf_counter() - started
                     retain = sets.retain if get_method(method).needs_retain else None
                     model, info = run_unlearning(

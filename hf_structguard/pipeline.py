@@ -32,7 +32,7 @@ from .methods import get_method
 from .modeling import StructGuardForImageClassification, build_model
 from .plots import plot_run
 from .pretrain import PretrainArguments, pretrain_classifier
-from .probes import ProbeConfig, ProbeSet, generate_probes
+from .probes import ProbeSet, probes_for_config
 from .trainer import UnlearningConfig, run_unlearning
 
 logger = logging.getLogger(__name__)
@@ -277,21 +277,6 @@ def settle_config(config: UnlearningConfig, num_retained: int, embedded_default:
     return dataclasses.replace(config, **changes) if changes else config
 
 
-def _probes_for(model, forget_images, forget_labels, num_classes, config: UnlearningConfig, cache) -> ProbeSet:
-    """Probes for this method's PGD settings; methods with the same settings share one probe set."""
-    probe_config = ProbeConfig(
-        epsilon=config.probe_epsilon,
-        step_size=config.probe_step_size,
-        num_steps=config.probe_num_steps,
-        num_per_image=config.probes_per_image,
-        seed=config.seed,
-    )
-    key = (probe_config.epsilon, probe_config.step_size, probe_config.num_steps, probe_config.num_per_image)
-    if key not in cache:
-        cache[key] = generate_probes(model, forget_images, forget_labels, num_classes, probe_config)
-    return cache[key]
-
-
 def run_pipeline(
     data_args: DataArguments,
     model_args: ModelArguments,
@@ -349,7 +334,7 @@ def run_pipeline(
     unlearned: dict[str, StructGuardForImageClassification] = {}
     for name, method_args in method_configs.items():
         started = time.perf_counter()
-        probes = _probes_for(before, forget_images, forget_labels, data.num_classes, method_args, probe_cache)
+        probes = probes_for_config(before, forget_images, forget_labels, data.num_classes, method_args, probe_cache)
         probe_seconds = time.perf_counter() - started
         retain = sets.retain if get_method(name).needs_retain else None
         model, info = run_unlearning(

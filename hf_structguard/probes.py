@@ -161,3 +161,63 @@ def generate_probes(
         bar.close()
         model.train(was_training)
     return ProbeSet(images=probes, targets=targets, source_index=source_index, true_labels=true_labels, config=config)
+
+
+def auto_step_size(epsilon: float, num_steps: int) -> float:
+    """PGD step tied to the radius and the iteration count, ``2.5·ε/T`` (Madry et al., 2018).
+
+    With the paper's ε = 4 and T = 100 it is the paper's 0.1; with fewer iterations it grows so that the walk
+    can still cross the ε-ball (10 iterations of 0.1 reach at most 1.0, a third of ε = 3).
+    """
+    return 2.5 * float(epsilon) / int(num_steps)
+
+
+@torch.no_grad()
+def target_hit_rate(model: nn.Module, probes: ProbeSet, batch_size: int = 256) -> float:
+    """Share (%) of probes that ``model`` (eval mode) classifies as their target: the probe set's quality.
+
+    A probe that misses its target still carries its forget image's true class, so retention on it pulls
+    against the deletion.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        hits = sum(
+            int((_logits(model, chunk.to(device)).argmax(dim=1).cpu() == target).sum())
+            for chunk, target in zip(probes.images.split(batch_size), probes.targets.split(batch_size))
+        )
+    finally:
+        model.train(was_training)
+    return 100.0 * hits / max(len(probes), 1)
+
+
+def probe_config_for(config, seed: int | None = None) -> ProbeConfig:
+    """The :class:`ProbeConfig` of an ``UnlearningConfig`` (its ``probe_*`` fields; ``step_size`` None = auto)."""
+    step = config.probe_step_size
+    return ProbeConfig(
+        epsilon=config.probe_epsilon,
+        step_size=auto_step_size(config.probe_epsilon, config.probe_num_steps) if step is None else step,
+        num_steps=config.probe_num_steps,
+        num_per_image=config.probes_per_image,
+        seed=config.seed if seed is None else seed,
+    )
+
+
+def probes_for_config(
+    model: nn.Module,
+    forget_images: torch.Tensor,
+    forget_labels: torch.Tensor,
+    num_classes: int,
+    config,
+    cache: dict | None = None,
+) -> ProbeSet:
+    """Probes from ``model`` for an ``UnlearningConfig``'s PGD settings; methods whose settings agree share one
+    set through ``cache`` (keyed by the :class:`ProbeConfig`)."""
+    probe_config = probe_config_for(config)
+    key = tuple(sorted(asdict(probe_config).items()))
+    if cache is None:
+        cache = {}
+    if key not in cache:
+        cache[key] = generate_probes(model, forget_images, forget_labels, num_classes, probe_config)
+    return cache[key]

@@ -55,7 +55,6 @@ from .pipeline import (
     DataArguments,
     ModelArguments,
     RunArguments,
-    _probes_for,
     build_anchors,
     check_push_arguments,
     load_before_model,
@@ -64,6 +63,7 @@ from .pipeline import (
     settle_config,
 )
 from .plots import plot_run
+from .probes import probes_for_config
 from .trainer import UnlearningConfig, run_unlearning
 
 logger = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def run_sequential(
         request_args = settle_config(method_args, len(data.train) - len(so_far[1]), embedded_default)
         started = time.perf_counter()
         probe_model = before if seq_args.sequential_probes == "original" else model
-        probes = _probes_for(probe_model, *forgets[number - 1], data.num_classes, request_args, {})
+        probes = probes_for_config(probe_model, *forgets[number - 1], data.num_classes, request_args, {})
         images, labels = so_far if seq_args.sequential_forget == "union" else forgets[number - 1]
         probe_seconds = time.perf_counter() - started
         model, info = run_unlearning(

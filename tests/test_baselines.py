@@ -12,7 +12,7 @@ from hf_structguard.methods import METHOD_REGISTRY, get_method
 from hf_structguard.methods.adv import weighted_deletion_retention
 from hf_structguard.methods.fisher import fisher_diagonal, fisher_noise_std
 from hf_structguard.methods.l2ul import mas_importance, minmax_normalise
-from hf_structguard.methods.neggrad import BASELINE_DEFAULTS
+from hf_structguard.methods.base import BASELINE_DEFAULTS
 from hf_structguard.methods.rawp import adversarial_weight_perturbation
 from hf_structguard.modeling import build_model
 from hf_structguard.probes import ProbeConfig, generate_probes

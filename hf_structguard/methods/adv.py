@@ -4,7 +4,7 @@ Loss: ``L = −w_f·CE(f(x_f), y_f) + w_a·CE(f(x_s), y_s)`` with the share weig
 ``w_a = n_a/(n_f+n_a)`` of the combined minibatch (n_f forget samples, n_a probes labelled with their TARGET
 class), i.e. ``(−Σ CE_f + Σ CE_s)/(n_f+n_a)``. The forget samples and probes go through the model in ONE
 forward pass of the concatenated batch (train-mode BatchNorm sees the combined minibatch, as in StructGuard).
-Defaults: the baselines' (:data:`~hf_structguard.methods.neggrad.BASELINE_DEFAULTS`): SGD lr 1e-3,
+Defaults: the baselines' (:data:`~hf_structguard.methods.base.BASELINE_DEFAULTS`): SGD lr 1e-3,
 momentum 0.9, weight decay 1e-4, probe ε 4.0, N_adv 20.
 """
 
@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import UnlearningMethod, register_method
-from .neggrad import BASELINE_DEFAULTS
+from .base import BASELINE_DEFAULTS, UnlearningMethod, register_method
 
 
 def weighted_deletion_retention(

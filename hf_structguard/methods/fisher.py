@@ -31,8 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .base import UnlearningMethod, register_method
-from .neggrad import BASELINE_DEFAULTS
+from .base import BASELINE_DEFAULTS, UnlearningMethod, register_method
 
 
 def fisher_diagonal(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:

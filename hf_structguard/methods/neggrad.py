@@ -11,16 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import UnlearningMethod, register_method
+from .base import BASELINE_DEFAULTS, UnlearningMethod, register_method
 
-#: UnlearningConfig defaults of all baselines (method.md §7, CIFAR-10).
-BASELINE_DEFAULTS = {
-    "learning_rate": 1e-3,
-    "momentum": 0.9,
-    "weight_decay": 1e-4,
-    "probe_epsilon": 4.0,
-    "probes_per_image": 20,
-}
 
 
 def forget_cross_entropy(model: nn.Module, forget_batch: dict) -> torch.Tensor:

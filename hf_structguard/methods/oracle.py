@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .base import UnlearningMethod, register_method
-from .neggrad import BASELINE_DEFAULTS
+from .base import BASELINE_DEFAULTS, UnlearningMethod, register_method
 
 
 def _retain_item(item) -> tuple[torch.Tensor, torch.Tensor]:
