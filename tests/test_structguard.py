@@ -49,17 +49,16 @@ def _batch_norm_train(x, bn):
     return (x - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
 
 
-def test_every_loss_term_matches_a_hand_computation(tmp_path):
+def test_every_loss_term_matches_a_hand_computation_reference_preset(tmp_path):
     forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
-    method, model, original = _method(tmp_path, anchors, probes)
+    method, model, original = _method(tmp_path, anchors, probes, structguard_preset="reference")
     probe_batch, forget_batch = _batches(forget_images, forget_labels, probes)
     model.train()
     terms = method.compute_loss(model, probe_batch, forget_batch, step=0)
     assert set(terms) == {"loss", "deletion", "retention", "alignment", "regularization", "classifier_reg"}
 
-    with torch.no_grad():
-        features = model.features(torch.cat([forget_images, probe_batch["pixel_values"]]))
-        f_f, f_s = features[:6], features[6:]
+    with torch.no_grad():  # the reference: two separate train-mode forwards, deletion bypasses the projector
+        f_f, f_s = model.features(forget_images), model.features(probe_batch["pixel_values"])
         W, b = model.classifier.weight, model.classifier.bias
         p = model.projector
         hidden = torch.relu(_batch_norm_train(f_s @ p.fc1.weight.T + p.fc1.bias, p.bn))
@@ -80,6 +79,70 @@ def test_every_loss_term_matches_a_hand_computation(tmp_path):
     assert terms["classifier_reg"].item() == pytest.approx(classifier_reg.item(), rel=1e-5)
     total = deletion + retention + alignment + 0.001 * classifier_reg
     assert terms["loss"].item() == pytest.approx(total.item(), rel=1e-4)
+
+
+def test_default_preset_terms_run_on_the_deployed_path_with_frozen_batchnorm(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
+    method, model, original = _method(tmp_path, anchors, probes)
+    assert model.config.projector_residual and model.config.classify_through_projector
+    probe_batch, forget_batch = _batches(forget_images, forget_labels, probes)
+    with torch.no_grad():
+        p = model.projector
+        p.fc2.weight.normal_()  # move the projector off the identity so that the path it takes matters
+    model.train()
+    method.set_train_modes(model, step=0)
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    terms = method.compute_loss(model, probe_batch, forget_batch, step=0)
+    assert all(torch.equal(b, buffers[name]) for name, b in model.named_buffers())  # running statistics kept
+    model.eval()
+    with torch.no_grad():
+        W, b = model.classifier.weight, model.classifier.bias
+        n = 6 + 8
+        deletion = -_cross_entropy_sum(model(forget_images).logits, forget_labels) / n  # deployed h(p(g(x)))
+        retention = _cross_entropy_sum(model(probe_batch["pixel_values"]).logits, probe_batch["labels"]) / n
+        # a residual projector is read at its output through the same seeded map as the original features
+        M, A = anchor_space_map(64, 32, 0), anchors.embeddings
+        s_ori = _unit(original.features(probe_batch["pixel_values"]) @ M) @ A.T
+        s_unl = _unit(p(model.features(probe_batch["pixel_values"])) @ M) @ A.T
+        alignment = 1 - (_unit(s_ori) * _unit(s_unl)).sum(1).mean()
+    assert terms["deletion"].item() == pytest.approx(deletion.item(), rel=1e-4)
+    assert terms["retention"].item() == pytest.approx(retention.item(), rel=1e-4)
+    assert terms["alignment"].item() == pytest.approx(alignment.item(), rel=1e-4, abs=1e-6)
+
+
+def test_default_deployed_model_predicts_like_before_until_the_first_update(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
+    before = tiny_model().eval()
+    model = copy.deepcopy(before)
+    method, model, _ = _method(tmp_path, anchors, probes, model=model)
+    model.eval()
+    images = torch.cat([forget_images, probes.images])
+    with torch.no_grad():
+        assert torch.equal(model(images).logits.argmax(1), before(images).logits.argmax(1))
+        assert torch.allclose(model(images).logits, before(images).logits, atol=1e-6)
+        s_unl = method.space.model_structure(model, model.features(probes.images))
+    assert torch.allclose(s_unl, method.s_ori, atol=1e-6)  # the structure starts aligned
+    _, reference_model, _ = _method(
+        tmp_path, anchors, probes, model=copy.deepcopy(before), structguard_preset="reference"
+    )
+    with torch.no_grad():  # the reference's fresh projector changes the deployed model before any update
+        assert not torch.allclose(reference_model.eval()(images).logits, before(images).logits, atol=1e-3)
+
+
+def test_stopping_cannot_fire_before_an_update(tmp_path):
+    """A forget set the Before model already misclassifies: A_f = 0 at step 0, yet training only stops after
+    its first optimisation step, and the model that stops has been updated."""
+    forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
+    before = tiny_model().eval()
+    with torch.no_grad():
+        wrong = (before(forget_images).logits.argmax(1) + 1) % before.config.num_labels
+    model, info = run_unlearning(
+        copy.deepcopy(before), "structguard", forget_images, wrong, probes, anchors=anchors, output_dir=str(tmp_path),
+        per_device_train_batch_size=8, importance_num_samples=8, disable_tqdm=True,
+    )  # fmt: skip
+    assert info["stopped_at_zero"] and info["stopped_step"] == info["steps"] == 1
+    changed = any(not torch.equal(a, b) for a, b in zip(model.backbone.parameters(), before.backbone.parameters()))
+    assert changed
 
 
 def test_regulariser_is_off_before_importance_and_on_after(tmp_path):
@@ -209,7 +272,8 @@ def digits_problem():
     return model, forget_images, forget_labels, probes
 
 
-def test_structguard_unlearns_digits_to_zero_forget_accuracy(digits_problem, tmp_path):
+@pytest.mark.parametrize("preset", ["default", "reference"])
+def test_structguard_unlearns_digits_to_zero_forget_accuracy(digits_problem, tmp_path, preset):
     model, forget_images, forget_labels, probes = digits_problem
     model = copy.deepcopy(model)
     unlearned, info = run_unlearning(
@@ -226,10 +290,11 @@ def test_structguard_unlearns_digits_to_zero_forget_accuracy(digits_problem, tmp
         projector_learning_rate=0.05,
         num_train_epochs=20,
         disable_tqdm=True,
+        structguard_preset=preset,
     )
-    steps_per_pass = 32 // 16
+    first_stop = {"default": 0, "reference": 32 // 16}[preset]  # the reference never stops during the first pass
     assert info["stopped_at_zero"] and info["forget_accuracy"] == 0.0
-    assert info["stopped_step"] == info["steps"] > steps_per_pass  # never during the first pass
+    assert info["stopped_step"] == info["steps"] > first_stop
     with torch.no_grad():
         assert (unlearned(forget_images).logits.argmax(1) == forget_labels).sum() == 0
     assert unlearned.projector is not None and not unlearned.training

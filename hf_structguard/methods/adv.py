@@ -2,10 +2,11 @@
 
 Loss: ``L = −w_f·CE(f(x_f), y_f) + w_a·CE(f(x_s), y_s)`` with the share weights ``w_f = n_f/(n_f+n_a)`` and
 ``w_a = n_a/(n_f+n_a)`` of the combined minibatch (n_f forget samples, n_a probes labelled with their TARGET
-class), i.e. ``(−Σ CE_f + Σ CE_s)/(n_f+n_a)``. The forget samples and probes go through the model in ONE
-forward pass of the concatenated batch (train-mode BatchNorm sees the combined minibatch, as in StructGuard).
-Defaults: the baselines' (:data:`~hf_structguard.methods.base.BASELINE_DEFAULTS`): SGD lr 1e-3,
-momentum 0.9, weight decay 1e-4, probe ε 4.0, N_adv 20.
+class), i.e. ``(−Σ CE_f + Σ CE_s)/(n_f+n_a)``. Forget samples and probes go through the model in two
+train-mode forwards as in the reference (``batchnorm="separate"``; ``"joint"``: one forward of the
+concatenation; ``"frozen"``: running statistics kept). Defaults: the baselines'
+(:data:`~hf_structguard.methods.base.BASELINE_DEFAULTS`): SGD lr 1e-3, momentum 0.9, weight decay 1e-4,
+probe ε 4.0, N_adv 20.
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ def weighted_deletion_retention(
 
 @register_method("adv")
 class Adv(UnlearningMethod):
-    """``loss = deletion + retention`` from :func:`weighted_deletion_retention` on one joint forward pass."""
+    """``loss = deletion + retention`` from :func:`weighted_deletion_retention` (forwards per ``batchnorm``)."""
 
     defaults = BASELINE_DEFAULTS
 
     def compute_loss(self, model, probe_batch, forget_batch, step):
-        n_f = len(forget_batch["labels"])
-        logits = model(torch.cat([forget_batch["pixel_values"], probe_batch["pixel_values"]])).logits
+        forget_logits, probe_logits = self.paired_forward(
+            lambda x: model(x).logits, forget_batch["pixel_values"], probe_batch["pixel_values"]
+        )
         deletion, retention = weighted_deletion_retention(
-            logits[:n_f], forget_batch["labels"], logits[n_f:], probe_batch["labels"]
+            forget_logits, forget_batch["labels"], probe_logits, probe_batch["labels"]
         )
         return {"loss": deletion + retention, "deletion": deletion, "retention": retention}

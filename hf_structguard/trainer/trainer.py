@@ -203,14 +203,16 @@ class UnlearningTrainer(Trainer):
         finally:
             restore()
 
+    def _method_loss(self, model: nn.Module, probe_batch: dict, forget_batch: dict, step: int) -> dict:
+        self.method.set_train_modes(model, step)
+        return self.method.compute_loss(model, probe_batch, forget_batch, step)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The method's total loss on (probe batch ``inputs``, forget batch of this step); terms kept for logging."""
         step = self.state.global_step
         forget_batch = self.forget_batch(step)
         with self.accelerator.autocast():
-            terms = self._call_in_forward(
-                model, lambda inner: self.method.compute_loss(inner, inputs, forget_batch, step)
-            )
+            terms = self._call_in_forward(model, lambda inner: self._method_loss(inner, inputs, forget_batch, step))
         if "loss" not in terms:
             raise ValueError(f"method {self.args.method!r} returned no 'loss' term (got {sorted(terms)})")
         self._step_terms = {key: value.detach().float() for key, value in terms.items() if key != "loss"}
@@ -218,6 +220,8 @@ class UnlearningTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.args.batchnorm == "keep_stats":
+            self._restore_batchnorm_statistics()
         if self._step_terms:
             keys = sorted(self._step_terms)
             values = torch.stack([self._step_terms[key].reshape(()) for key in keys])
@@ -226,6 +230,14 @@ class UnlearningTrainer(Trainer):
                 self._term_sums[key] = self._term_sums.get(key, 0.0) + value
             self._term_steps += 1
         return loss
+
+    @torch.no_grad()
+    def _restore_batchnorm_statistics(self) -> None:
+        """Put the reference model's BatchNorm running statistics back (``batchnorm="keep_stats"``)."""
+        original = dict(self.original_model.named_buffers())
+        for name, buffer in self.accelerator.unwrap_model(self.model).named_buffers():
+            if name in original and (name.endswith("running_mean") or name.endswith("running_var")):
+                buffer.copy_(original[name])
 
     # ---- checks (eval mode, identical on all ranks) ----
     def _sync_buffers(self) -> None:
