@@ -315,3 +315,49 @@ def test_options_train_end_to_end(tmp_path, options):
     )  # fmt: skip
     steps = [entry for entry in info["log_history"] if "regularization" in entry]
     assert info["steps"] == 3 and steps[0]["regularization"] == 0.0 and steps[-1]["regularization"] > 0
+
+
+def test_presets_are_data_and_user_values_win(tmp_path):
+    reference = UnlearningConfig(output_dir=str(tmp_path), method="structguard", structguard_preset="reference")
+    for name, value in StructGuard.presets["reference"].items():
+        assert getattr(reference, name) == value
+    default = UnlearningConfig(output_dir=str(tmp_path), method="structguard", batchnorm="joint")
+    assert default.batchnorm == "joint" and default.projector_init == "residual"  # the user's value wins
+    assert default.probe_step_size is None  # 2.5·ε/iterations
+    with pytest.raises(ValueError, match="unknown preset"):
+        UnlearningConfig(output_dir=str(tmp_path), method="structguard", structguard_preset="paper")
+    baseline = default.for_method("l2ul")
+    assert baseline.batchnorm == "joint" and baseline.stop_check_from_epoch == 0
+
+
+def test_nearest_wrong_deletion_and_mean_importance(tmp_path):
+    from hf_structguard.methods.adv import weighted_deletion_retention
+    from hf_structguard.structure import normalize_importance
+
+    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
+    labels = torch.tensor([0, 2])
+    probe_logits, probe_labels = torch.zeros(2, 3), torch.tensor([0, 1])
+    deletion, retention = weighted_deletion_retention(logits, labels, probe_logits, probe_labels, "nearest_wrong")
+    expected = F.cross_entropy(logits, torch.tensor([2, 1]), reduction="sum") / 4  # highest-scoring wrong class
+    assert deletion.item() == pytest.approx(expected.item())
+    ascent, _ = weighted_deletion_retention(logits, labels, probe_logits, probe_labels)
+    assert ascent.item() == pytest.approx(-F.cross_entropy(logits, labels, reduction="sum").item() / 4)
+
+    importance = {"a": torch.tensor([1.0, 3.0]), "b": torch.tensor([[0.0, 4.0]])}
+    normalised = normalize_importance(importance, "mean")
+    assert torch.allclose(normalised["a"], torch.tensor([0.5, 1.5])) and normalised["b"][0, 1].item() == 2.0
+    assert normalize_importance(importance, "none") is importance
+
+
+def test_keep_stats_puts_the_before_running_statistics_back_after_every_step(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
+    before = tiny_model()
+    model, info = run_unlearning(
+        copy.deepcopy(before), "structguard", forget_images, forget_labels, probes, anchors=anchors,
+        output_dir=str(tmp_path), per_device_train_batch_size=16, num_train_epochs=1, importance_num_samples=16,
+        batchnorm="keep_stats", stop_at_zero_forget_accuracy=False, disable_tqdm=True,
+    )  # fmt: skip
+    original = dict(before.named_buffers())
+    stats = [name for name, _ in model.backbone.named_buffers(prefix="backbone") if name.endswith("running_mean")]
+    assert stats and all(torch.equal(dict(model.named_buffers())[n], original[n]) for n in stats)
+    assert any(not torch.equal(a, b) for a, b in zip(model.backbone.parameters(), before.backbone.parameters()))

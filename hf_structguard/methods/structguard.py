@@ -109,6 +109,7 @@ class StructGuard(UnlearningMethod):
             "importance_schedule": "reference",
             "importance_normalization": "none",
             "projector_eval_after_first_check": True,
+            "deletion_loss": "ascent",
             "stop_check_from_epoch": 1,
             "probe_step_size": 0.1,
         },
@@ -119,6 +120,7 @@ class StructGuard(UnlearningMethod):
             "importance_schedule": "once",
             "importance_normalization": "none",
             "projector_eval_after_first_check": False,
+            "deletion_loss": "ascent",
             "stop_check_from_epoch": 0,
         },
     }
@@ -248,7 +250,8 @@ class StructGuard(UnlearningMethod):
             projected, vectors = self.heads(model, probe_out)
             forget_logits, probe_logits = model.classifier(forget_out), model.classifier(projected)
         deletion, retention = weighted_deletion_retention(
-            forget_logits, forget_batch["labels"], probe_logits, probe_batch["labels"]
+            forget_logits, forget_batch["labels"], probe_logits, probe_batch["labels"],
+            deletion_loss=self.args.deletion_loss,
         )
         terms = {"deletion": deletion, "retention": retention}
         loss = deletion + retention

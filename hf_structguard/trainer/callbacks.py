@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 
 def pass_index(epoch: float) -> int:
@@ -88,3 +88,32 @@ class ForgetAccuracyStopping(TrainerCallback):
         if self.enabled and accuracy == 0.0 and pass_index(state.epoch) >= self.check_from_epoch:
             self.stopped_step = state.global_step
             control.should_training_stop = True
+
+
+def _print_due(state, logs: dict | None, every: int) -> bool:
+    """Print a log entry only every ``every`` steps, and the end-of-training summary."""
+    return bool(logs) and ("train_runtime" in logs or state.global_step % every == 0)
+
+
+class IntervalProgressCallback(ProgressCallback):
+    """The Trainer's progress bar, writing the logged loss terms only every ``every`` steps (every step still
+    reaches ``state.log_history`` and ``log_history.json``)."""
+
+    def __init__(self, every: int = 25) -> None:
+        super().__init__()
+        self.every = every
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if _print_due(state, logs, self.every):
+            super().on_log(args, state, control, logs=logs, **kwargs)
+
+
+class IntervalPrinterCallback(PrinterCallback):
+    """:class:`~transformers.PrinterCallback` (used without progress bars) at the same interval."""
+
+    def __init__(self, every: int = 25) -> None:
+        self.every = every
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if _print_due(state, logs, self.every):
+            super().on_log(args, state, control, logs=logs, **kwargs)

@@ -24,6 +24,7 @@ PROJECTOR_INITS = ("fresh", "residual", "none")
 DELETION_PATHS = ("backbone", "deployed")
 IMPORTANCE_SCHEDULES = ("once", "reference")
 IMPORTANCE_NORMALIZATIONS = ("none", "mean")
+DELETION_LOSSES = ("ascent", "nearest_wrong")
 
 #: Values for fields that are still ``None`` after the method's defaults (and preset) were applied.
 FALLBACK_DEFAULTS = {
@@ -235,6 +236,15 @@ class UnlearningConfig(TrainingArguments):
             "Default: the train split's size minus k when scripts/run.py knows it, else 50000 (CIFAR's |D_r|)."
         },
     )
+    deletion_loss: str | None = field(
+        default=None,
+        metadata={
+            "help": "structguard deletion term: 'ascent' (−CE of the true label, the paper's; unbounded) or "
+            "'nearest_wrong' (+CE towards the highest-scoring wrong class: each forget sample crosses its nearest "
+            "boundary and is not pushed further). Default: the preset's.",
+            "choices": list(DELETION_LOSSES),
+        },
+    )
     importance_normalization: str | None = field(
         default=None,
         metadata={
@@ -294,6 +304,10 @@ class UnlearningConfig(TrainingArguments):
         default=512, metadata={"help": "Probes (a fixed seeded subset) on which structural drift is logged; 0 = off."}
     )
     drift_every_steps: int = field(default=1, metadata={"help": "Log structural drift every N steps."})
+    log_print_steps: int = field(
+        default=25,
+        metadata={"help": "Print the loss terms to the terminal every N steps (every step is still logged)."},
+    )
 
     def __post_init__(self):
         method_cls = get_method(self.method)
@@ -351,6 +365,7 @@ class UnlearningConfig(TrainingArguments):
             ("deletion_path", DELETION_PATHS),
             ("importance_schedule", IMPORTANCE_SCHEDULES),
             ("importance_normalization", IMPORTANCE_NORMALIZATIONS),
+            ("deletion_loss", DELETION_LOSSES),
         ):
             value = getattr(self, name)
             check(value is None or value in allowed, f"{name} must be one of {allowed}, got {value!r}")
@@ -399,6 +414,7 @@ class UnlearningConfig(TrainingArguments):
         check(self.importance_step >= 0, f"importance_step must be >= 0, got {self.importance_step}")
         check(self.stop_check_from_epoch >= 0, f"stop_check_from_epoch must be >= 0, got {self.stop_check_from_epoch}")
         check(self.drift_num_probes >= 0, f"drift_num_probes must be >= 0, got {self.drift_num_probes}")
+        check(self.log_print_steps >= 1, f"log_print_steps must be >= 1, got {self.log_print_steps}")
         check(self.drift_every_steps >= 1, f"drift_every_steps must be >= 1, got {self.drift_every_steps}")
         check(self.peft in (None, *PEFT_TYPES), f"unknown peft type {self.peft!r}; supported: {', '.join(PEFT_TYPES)}")
         check(self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}")

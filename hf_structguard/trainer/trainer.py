@@ -19,14 +19,20 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..lora import add_lora, is_peft_model, plain_copy
 from ..methods import get_method
 from ..structure import AnchorSpace
 from .batching import ProbeDataset, cyclic_batch
-from .callbacks import ForgetAccuracyStopping, MethodHooksCallback, StructureDriftCallback
+from .callbacks import (
+    ForgetAccuracyStopping,
+    IntervalPrinterCallback,
+    IntervalProgressCallback,
+    MethodHooksCallback,
+    StructureDriftCallback,
+)
 from .config import UnlearningConfig
 
 METHOD_STATE_NAME = "method_state.safetensors"
@@ -132,6 +138,9 @@ class UnlearningTrainer(Trainer):
             callbacks=internal + list(callbacks or []),
         )
         self.loss_is_scaled_for_ga = False
+        for verbose, quiet in ((ProgressCallback, IntervalProgressCallback), (PrinterCallback, IntervalPrinterCallback)):
+            if self.pop_callback(verbose) is not None:
+                self.add_callback(quiet(args.log_print_steps))
 
     # ---- setup ----
     def _build_drift_probe(
