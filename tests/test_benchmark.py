@@ -1,13 +1,17 @@
-"""Smoke test of benchmarks/run_benchmark.py on the embedded digits data with tiny settings."""
+"""benchmarks/run_benchmark.py: rows and grid order, the forget-level callback, the resumable cell cache."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
+import torch
+from torch import nn
 
 from hf_structguard.data import load_image_data
 from hf_structguard.modeling import build_model
+from hf_structguard.trainer import AccuracyAtForgetLevels
 
 from _scripts import load_script
 
@@ -17,55 +21,121 @@ def bench():
     return load_script("benchmarks/run_benchmark.py")
 
 
-def test_variants_and_profiles(bench):
-    variants = bench.method_variants(["neggrad", "structguard"], ["components", "anchors"])
-    names = [name for name, _, _ in variants]
-    assert names[:2] == ["neggrad", "structguard"]
-    assert "structguard[-SA]" in names and "structguard[visual]" in names
-    assert all(method == "structguard" for name, method, _ in variants if name.startswith("structguard["))
+def test_rows_grid_and_models(bench):
+    assert bench.select_rows(["neggrad", "structguard"], ["anchors"]) == ["neggrad", "structguard", "structguard[visual]"]
+    with pytest.raises(ValueError, match="unknown row"):
+        bench.select_rows(["no-such-row"])
     with pytest.raises(ValueError, match="unknown ablation"):
-        bench.method_variants(["neggrad"], ["nope"])
-    with pytest.raises(ValueError):
-        bench.method_variants(["no-such-method"], [])
-    assert bench.PROFILES["cpu"]["ks"] == [16, 64] and bench.PROFILES["cuda"]["ks"] == [16, 64, 128, 256]
-    assert bench.PROFILES["cuda"]["retain_eval_size"] is None and bench.PROFILES["cuda"]["probe_num_steps"] == 100
+        bench.select_rows(["neggrad"], ["nope"])
+    bench.ROWS["test[bad-field]"] = ("l2ul", {"no_such_field": 1})
+    try:
+        with pytest.raises(ValueError, match="no_such_field"):
+            bench.select_rows(["test[bad-field]"])
+    finally:
+        del bench.ROWS["test[bad-field]"]
+    assert set(bench.DEFAULT_ROWS) <= set(bench.ROWS)
+    # the two smallest k for every seed first, then the rest, seed-major
+    assert bench.grid_order([128, 16, 64], [0, 1]) == [(0, 16), (0, 64), (1, 16), (1, 64), (0, 128), (1, 128)]
+    assert bench.parse_models(["gen=local-dir:/a/b", "local-dir:/c/memorised/"]) == {
+        "gen": "local-dir:/a/b", "memorised": "local-dir:/c/memorised/"}
+    with pytest.raises(ValueError, match="share the tag"):
+        bench.parse_models(["/a/x", "/b/x"])
+    assert bench.PROFILES["cpu"]["max_steps"] == -1 and bench.PROFILES["cpu"]["ks"] == [16, 64, 128]
 
 
-def test_benchmark_end_to_end_on_digits(bench, tmp_path):
+class ScriptedModel(nn.Module):
+    """Predicts ``table[id]`` for an image whose first pixel holds ``id``; the test edits ``table`` per step."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(size, dtype=torch.long), requires_grad=False)
+        self.modes: list[bool] = []
+
+    def forward(self, x):
+        self.modes.append(self.training)
+        ids = x[:, 0, 0, 0].long()
+        return SimpleNamespace(logits=nn.functional.one_hot(self.table[ids], 2).float())
+
+
+def _images(ids):
+    images = torch.zeros(len(ids), 3, 2, 2)
+    images[:, 0, 0, 0] = torch.tensor(ids, dtype=torch.float)
+    return images
+
+
+def test_accuracy_at_forget_levels_records_first_step_of_each_level():
+    # ids 0-3: forget (label 1), 4-7: test (label 1), 8-9: retain (label 1)
+    model = ScriptedModel(10).train()
+    ones = lambda n: torch.ones(n, dtype=torch.long)  # noqa: E731
+    callback = AccuracyAtForgetLevels((_images(range(4)), ones(4)),
+                                      {"A_test": (_images(range(4, 8)), ones(4)), "A_r": (_images([8, 9]), ones(2))})
+    forget_correct = [4, 4, 3, 1, 2, 1, 0, 0]  # A_f 100 (start), 100, 75, 25 (skips 50), 50, 25, 0, 0
+    test_correct = [4, 3, 3, 2, 2, 1, 1, 0]
+    state = SimpleNamespace(global_step=0)
+    for step, (nf, nt) in enumerate(zip(forget_correct, test_correct)):
+        model.table.data.zero_()
+        model.table.data[:nf] = 1
+        model.table.data[4 : 4 + nt] = 1
+        model.table.data[8] = 1  # A_r 50 throughout
+        state.global_step = step
+        if step == 0:
+            callback.on_train_begin(None, state, None, model=model)
+        else:
+            callback.on_step_end(None, state, None, model=model)
+    records = callback.records
+    assert set(records) == {"start", "75", "50", "25", "0"}
+    assert records["start"] == {"step": 0, "A_f": 100.0, "A_test": 100.0, "A_r": 50.0}
+    assert records["75"] == {"step": 2, "A_f": 75.0, "A_test": 75.0, "A_r": 50.0}
+    assert records["50"] == records["25"] == {"step": 3, "A_f": 25.0, "A_test": 50.0, "A_r": 50.0}
+    assert records["0"] == {"step": 6, "A_f": 0.0, "A_test": 25.0, "A_r": 50.0}
+    assert not any(model.modes) and model.training  # evaluated in eval mode, mode restored
+    assert callback.seconds > 0
+
+
+def test_level_met_at_step_zero_is_recorded_at_step_zero():
+    model = ScriptedModel(4)
+    labels = torch.tensor([1, 1, 0, 0])
+    callback = AccuracyAtForgetLevels((_images(range(4)), labels), {}, levels=(75, 50))
+    callback.on_train_begin(None, SimpleNamespace(global_step=0), None, model=model)  # predicts 0: A_f 50
+    assert callback.records == {"start": {"step": 0, "A_f": 50.0}, "75": {"step": 0, "A_f": 50.0},
+                                "50": {"step": 0, "A_f": 50.0}}
+
+
+@pytest.fixture(scope="module")
+def before_dir(tmp_path_factory):
     data = load_image_data(None)
     model = build_model("resnet10t", num_labels=data.num_classes, class_names=data.class_names, image_size=16,
                         pretrained=False)
-    model.save_pretrained(tmp_path / "before")
+    folder = tmp_path_factory.mktemp("before")
+    model.save_pretrained(folder)
+    return folder
+
+
+def _grid_args(before_dir, out, *extra):
+    return ["--model_name_or_path", f"tiny={before_dir}", "--rows", "neggrad", "--ks", "2", "--seeds", "0",
+            "--retain_eval_size", "48", "--test_eval_size", "40", "--probe_num_steps", "2",
+            "--num_train_epochs", "3", "--drift_every_steps", "1", "--output_dir", str(out), *extra]
+
+
+def test_cells_are_cached_skipped_and_recomputed_on_a_changed_setting(bench, before_dir, tmp_path, monkeypatch):
     out = tmp_path / "bench"
-    content = bench.main([
-        "--model_name_or_path", str(tmp_path / "before"),
-        "--methods", "neggrad", "fisher", "structguard",
-        "--ablations", "anchors",
-        "--example_methods", "structguard",
-        "--ks", "2", "--seeds", "0", "1",
-        "--retain_eval_size", "48", "--test_eval_size", "40",
-        "--probe_num_steps", "2", "--importance_num_samples", "16",
-        "--num_train_epochs", "1", "--max_steps", "2", "--drift_every_steps", "1",
-        "--output_dir", str(out),
-    ])
-    assert content["complete"]
-    runs = content["runs"]
-    assert {r["method"] for r in runs} == {"before", "neggrad", "fisher", "structguard", "structguard[visual]"}
-    assert len(runs) == 2 * 5
-    for run in runs:
-        assert {"A_test", "A_r", "A_f", "retrieval", "mia", "seconds_phases", "peak_memory"} <= set(run)
-        assert run["sizes"]["retain"] == 48 and run["sizes"]["test"] == 40
-        assert run["eval_images_per_second"] > 0
-        if run["method"] != "before":
-            assert {"probes", "importance_setup", "unlearning", "evaluation"} <= set(run["seconds_phases"])
-            assert run["steps"] <= 2
-    summary = content["summary"]["2"]["structguard"]
-    assert summary["seeds"] == [0, 1] and {"mean", "std"} <= set(summary["A_test"])
-    assert content["raw_forward_images_per_second"] > 0
-    saved = json.loads((out / "benchmark.json").read_text())
-    assert saved["settings"]["max_steps"] == 2
-    table = (out / "table.md").read_text()
-    assert "A_test" in table and "100−A_f" in table and "| structguard[visual] |" in table and "±" in table
-    assert "test images" in table and "raw fwd img/s" in table
-    for name in ("consistency_k2.png", "retrieval_k2.png", "structural_drift_k2.png"):
-        assert (out / "plots" / name).stat().st_size > 0
+    bench.main(_grid_args(before_dir, out))
+    before_cell = json.loads((out / "cells" / "tiny" / "before" / "k2-s0.json").read_text())
+    cell = json.loads((out / "cells" / "tiny" / "neggrad" / "k2-s0.json").read_text())
+    assert before_cell["steps"] == 0 and {"A_test", "A_r", "A_f"} <= set(before_cell["final"])
+    assert cell["steps"] <= 3 and cell["reached_zero"] == (cell["final"]["A_f"] == 0.0)
+    assert cell["levels"]["start"]["step"] == 0 and {"A_test", "A_r", "A_f"} <= set(cell["levels"]["start"])
+    assert {"probes", "importance_setup", "unlearning", "evaluation"} <= set(cell["seconds_phases"])
+    assert cell["probes"]["num"] == 40 and 0 <= cell["probes"]["target_hit_rate"] <= 100
+    assert cell["settings"]["config"]["max_steps"] == -1 and cell["settings"]["config"]["num_train_epochs"] == 3
+
+    calls = []
+    real = bench.run_method_cell
+    monkeypatch.setattr(bench, "run_method_cell", lambda *a, **kw: calls.append(a[0]) or real(*a, **kw))
+    bench.main(_grid_args(before_dir, out))
+    assert calls == []  # same settings: skipped
+    assert json.loads((out / "cells" / "tiny" / "neggrad" / "k2-s0.json").read_text()) == cell
+    bench.main(_grid_args(before_dir, out, "--probe_num_steps", "3"))
+    assert calls == ["neggrad"]  # a changed setting recomputes the cell
+    changed = json.loads((out / "cells" / "tiny" / "neggrad" / "k2-s0.json").read_text())
+    assert changed["fingerprint"] != cell["fingerprint"] and changed["settings"]["config"]["probe_num_steps"] == 3
