@@ -9,7 +9,9 @@ Each result is one JSON cell, ``<output_dir>/cells/<model tag>/<row>/k<k>-s<seed
 atomically with the fingerprint of every setting it depends on; a rerun skips cells whose fingerprint
 matches and recomputes (with a warning naming the changed settings) those whose settings changed. The
 Before evaluation is the row ``before``; probe sets are cached per (model, k, seed, PGD setting) under
-``cells/<model tag>/probes``. Several processes may fill one cache with disjoint ``--rows/--ks/--seeds``.
+``probes/<model tag>``. Several processes may fill one cache with disjoint ``--rows/--ks/--seeds``.
+Every run ends by rebuilding, from all cells present, ``report.md`` (Table 2 layout per Before model, accuracy
+at equal forgetting, probe hit rates, cost) and ``plots/tradeoff.png``; ``--report`` does only that.
 
     # CPU profile, one thread per process; both Before models (tag=source), into one cache
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/run_benchmark.py --profile cpu \\
@@ -357,7 +359,7 @@ def run_grid(args: argparse.Namespace) -> Path:
                             "config": config_settings(config)}
 
                 def compute(row=row, config=config):
-                    probes, info = cached_probes(output_dir / "cells" / tag / "probes", before, *sets.forget,
+                    probes, info = cached_probes(output_dir / "probes" / tag, before, *sets.forget,
                                                  data.num_classes, config, shared)
                     return run_method_cell(row, before, config, sets, probes, info, anchors, profile)
 
@@ -380,8 +382,216 @@ def _run_cell(output_dir: Path, tag: str, row: str, settings: dict, environment:
     final = cell["final"]
     logger.info("%s %s k=%d seed=%d: A_test %.2f A_r %.2f A_f %.2f, %d steps%s, %.1f s", tag, row, cell["k"],
                 cell["seed"], final["A_test"], final["A_r"], final["A_f"], cell["steps"],
-                "" if cell["reached_zero"] or row == "before" else " (A_f > 0 at the cap)", cell["seconds"])
+                "" if cell["reached_zero"] or row == "before" else " (A_f > 0 at the end)", cell["seconds"])
     return cell
+
+
+# ------------------------------------------------------------------------------------------------- report
+def load_cells(output_dir: Path) -> list[dict]:
+    """Every cell under ``output_dir/cells``."""
+    return [json.loads(path.read_text()) for path in sorted((output_dir / "cells").glob("*/*/k*-s*.json"))]
+
+
+def _order(names) -> list[str]:
+    rank = {name: i for i, name in enumerate(["before", *DEFAULT_ROWS, *ROWS])}
+    return sorted(set(names), key=lambda name: (rank.get(name, len(rank)), name))
+
+
+def _stat(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def _fmt(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return "–"
+    mean, std = _stat(values)
+    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _group_cells(cells: list[dict]) -> dict:
+    """``{model: {k: {row: [cells sorted by seed]}}}``."""
+    groups: dict = {}
+    for cell in sorted(cells, key=lambda c: c["seed"]):
+        groups.setdefault(cell["model"], {}).setdefault(cell["k"], {}).setdefault(cell["row"], []).append(cell)
+    return groups
+
+
+def table2(cells: list[dict]) -> str:
+    """Paper Table 2 layout per Before model: A_test / A_r / 100−A_f (mean ± sample std over seeds) per k.
+
+    ``[n/m]`` after 100−A_f: seeds that reached A_f = 0 within the pass cap; ``†``: some seed did not, so its
+    A_test and A_r are at the cap, not at complete forgetting.
+    """
+    lines = []
+    for model, by_k in _group_cells(cells).items():
+        ks = sorted(by_k)
+        rows = _order(row for by_row in by_k.values() for row in by_row)
+        lines += [f"**{model}**", "", "| Metric | Method | " + " | ".join(f"k = {k}" for k in ks) + " |",
+                  "|---|---|" + "---|" * len(ks)]
+        for label, key in (("A_test (↑)", "A_test"), ("A_r (↑)", "A_r"), ("100−A_f (↑)", "A_f")):
+            for i, row in enumerate(rows):
+                entries = []
+                for k in ks:
+                    runs = by_k[k].get(row, [])
+                    values = [(100.0 - c["final"]["A_f"]) if key == "A_f" else c["final"][key] for c in runs]
+                    text = _fmt(values)
+                    zero = sum(c["reached_zero"] for c in runs)
+                    if runs and row != "before":
+                        text += f" [{zero}/{len(runs)}]" if key == "A_f" else (" †" if zero < len(runs) else "")
+                    entries.append(text)
+                lines.append(f"| {label if i == 0 else ''} | {row} | " + " | ".join(entries) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def level_keys() -> list[str]:
+    return ["start"] + [AccuracyAtForgetLevels.level_key(level) for level in LEVELS]
+
+
+def tradeoff_table(cells: list[dict]) -> str:
+    """A_test / A_r (mean over the seeds that reached the level; ``(n/m)`` when not all did) at step 0 and at
+    the first step with A_f <= each level."""
+    keys = level_keys()
+    header = ["step 0"] + [f"A_f ≤ {key}" if key != "0" else "A_f = 0" for key in keys[1:]]
+    lines = ["| Model | k | Method | " + " | ".join(header) + " |", "|---|---|---|" + "---|" * len(keys)]
+    for model, by_k in _group_cells(cells).items():
+        for k in sorted(by_k):
+            for row in _order(by_k[k]):
+                runs = by_k[k][row]
+                if row == "before":
+                    continue
+                entries = []
+                for key in keys:
+                    hits = [c["levels"][key] for c in runs if key in c["levels"]]
+                    if not hits:
+                        entries.append("–")
+                        continue
+                    text = " / ".join(f"{np.mean([h[m] for h in hits]):.1f}" for m in ("A_test", "A_r"))
+                    entries.append(text + ("" if len(hits) == len(runs) else f" ({len(hits)}/{len(runs)})"))
+                lines.append(f"| {model} | {k} | {row} | " + " | ".join(entries) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def hit_rate_table(cells: list[dict]) -> str:
+    """Target-hit rate (%) of each probe set under its Before model, mean ± std over seeds, per PGD radius ε."""
+    rates: dict = {}
+    for cell in cells:
+        if "probes" in cell:
+            key = (cell["model"], cell["k"], cell["probes"]["epsilon"])
+            rates.setdefault(key, {})[cell["seed"]] = cell["probes"]["target_hit_rate"]
+    lines = ["| Model | k | ε | probes hitting their target (%) | seeds |", "|---|---|---|---|---|"]
+    for (model, k, eps), by_seed in sorted(rates.items()):
+        lines.append(f"| {model} | {k} | {eps:g} | {_fmt(list(by_seed.values()), 1)} | {len(by_seed)} |")
+    return "\n".join(lines) + "\n"
+
+
+def cost_table(cells: list[dict]) -> str:
+    """Steps, passes and wall time per phase (mean over seeds), and each StructGuard row's time / L2UL's."""
+    phases = ("probes", "importance_setup", "unlearning", "evaluation")
+    lines = ["| Model | k | Method | steps | passes | probes s | importance+set-up s | unlearning s | eval s | "
+             "total s | ÷ L2UL |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    total = lambda c: sum(c["seconds_phases"].get(p, 0.0) for p in phases)  # noqa: E731
+    for model, by_k in _group_cells(cells).items():
+        for k in sorted(by_k):
+            l2ul = [total(c) for c in by_k[k].get("l2ul", [])]
+            for row in _order(by_k[k]):
+                runs = by_k[k][row]
+                if row == "before":
+                    continue
+                mean = lambda f: float(np.mean([f(c) for c in runs]))  # noqa: E731
+                ratio = f"{mean(total) / np.mean(l2ul):.2f}" if l2ul and row.startswith("structguard") else ""
+                lines.append(
+                    f"| {model} | {k} | {row} | {mean(lambda c: c['steps']):.0f} | {mean(lambda c: c['passes']):.1f} | "
+                    + " | ".join(f"{mean(lambda c, p=p: c['seconds_phases'].get(p, 0.0)):.1f}" for p in phases)
+                    + f" | {mean(total):.1f} | {ratio} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def plot_tradeoff(cells: list[dict], path: Path) -> Path | None:
+    """A_test against 100−A_f per method, one panel per (model, k): the mean over seeds at step 0 (at its
+    measured 100−A_f) and at each forget level (at 100 − level); Before as a black star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _group_cells(cells)
+    panels = [(model, k) for model, by_k in groups.items() for k in sorted(by_k)]
+    if not panels:
+        return None
+    ks = sorted({k for _, k in panels})
+    models = list(groups)
+    fig, axes = plt.subplots(len(models), len(ks), figsize=(4.2 * len(ks), 3.4 * len(models)), squeeze=False)
+    for r, model in enumerate(models):
+        for c, k in enumerate(ks):
+            ax = axes[r][c]
+            ax.set_title(f"{model}, k = {k}", fontsize=9)
+            ax.set_xlabel("100 − A_f (%)")
+            ax.set_ylabel("A_test (%)")
+            by_row = groups[model].get(k, {})
+            for row in _order(by_row):
+                runs = by_row[row]
+                if row == "before":
+                    ax.plot([np.mean([100 - x["final"]["A_f"] for x in runs])],
+                            [np.mean([x["final"]["A_test"] for x in runs])], "k*", markersize=10, label="before")
+                    continue
+                points = []
+                for key in level_keys():
+                    hits = [x["levels"][key] for x in runs if key in x["levels"]]
+                    if hits:
+                        forgotten = 100 - np.mean([h["A_f"] for h in hits]) if key == "start" else 100 - float(key)
+                        points.append((forgotten, np.mean([h["A_test"] for h in hits])))
+                if points:
+                    ax.plot(*zip(*points), marker="o", markersize=3, label=row)
+            ax.set_xlim(-2, 102)
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def caption_for(cells: list[dict]) -> str:
+    """States every setting that applies to all methods alike, read from the cells themselves."""
+    def values(getter, source=lambda c: c["settings"].get("config")) -> str:
+        found = sorted({str(getter(source(c))) for c in cells if source(c) is not None})
+        return " / ".join(found) if found else "–"
+
+    evals = lambda key: values(lambda e: e.get(key) or "all", lambda c: c["settings"]["eval"])  # noqa: E731
+    return (
+        "**Table (benchmark v2).** Unlearning of k random training images until A_f = 0, capped at "
+        f"{values(lambda c: c['num_train_epochs'])} passes over the probe set (step cap "
+        f"{values(lambda c: c['max_steps'])}, -1 = none); seeds {sorted({c['seed'] for c in cells})} (forget set, "
+        "probes and method seed); mean ± sample std over the seeds present. Settings applied to every method "
+        f"alike: A_r on a fixed subsample of {evals('retain_eval_size')} retain images and A_test on "
+        f"{evals('test_eval_size')} test images (eval seed {evals('eval_seed')}); probes with "
+        f"{values(lambda c: c['probe_num_steps'])} PGD iterations; StructGuard importance over "
+        f"{values(lambda c: c['importance_num_samples'])} probe samples. [n/m]: seeds that reached A_f = 0 within "
+        "the cap; †: some seeds stopped at the cap, their A_test / A_r are taken there."
+    )
+
+
+def write_report(output_dir: Path) -> str:
+    """``report.md`` (Table 2 layout, trade-off, probe hit rate, cost) and ``plots/tradeoff.png`` from the cells."""
+    cells = load_cells(output_dir)
+    if not cells:
+        raise FileNotFoundError(f"no cells under {output_dir / 'cells'}")
+    report = "\n".join([
+        caption_for(cells), "", table2(cells),
+        "**Accuracy at equal forgetting** (A_test / A_r, %, mean over seeds; step 0 is after the method's set-up, "
+        "e.g. with StructGuard's fresh projector; (n/m): seeds that reached the level).", "", tradeoff_table(cells),
+        "**Probe sets** (target-hit rate under the Before model).", "", hit_rate_table(cells),
+        "**Cost** (mean over seeds; wall time by phase; ÷ L2UL: total time relative to L2UL's at the same k).", "",
+        cost_table(cells),
+    ])
+    (output_dir / "report.md").write_text(report)
+    plot_tradeoff(cells, output_dir / "plots" / "tradeoff.png")
+    return report
 
 
 def resolve_profile(args: argparse.Namespace) -> dict:
@@ -416,15 +626,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mia", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     parser.add_argument("--eval_seed", type=int, default=0, help="Seed of the fixed retain/test subsamples.")
     parser.add_argument("--output_dir", default="benchmarks/results/v2")
+    parser.add_argument("--report", action="store_true", help="Only rebuild report.md and the plots from the cells.")
     args = parser.parse_args(argv)
-    if not args.model_name_or_path:
-        parser.error("--model_name_or_path is required")
+    if not args.report and not args.model_name_or_path:
+        parser.error("--model_name_or_path is required (except with --report)")
     return args
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None) -> str:
+    """Runs the requested grid (unless ``--report``), then writes and prints the report of every cell."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_grid(parse_args(argv))
+    args = parse_args(argv)
+    if not args.report:
+        run_grid(args)
+    report = write_report(Path(args.output_dir))
+    print(report)
+    return report
 
 
 if __name__ == "__main__":

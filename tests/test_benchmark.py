@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from hf_structguard.data import load_image_data
-from hf_structguard.modeling import build_model
 from hf_structguard.trainer import AccuracyAtForgetLevels
 
 from _scripts import load_script
+from _unlearning_helpers import tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +104,7 @@ def test_level_met_at_step_zero_is_recorded_at_step_zero():
 @pytest.fixture(scope="module")
 def before_dir(tmp_path_factory):
     data = load_image_data(None)
-    model = build_model("resnet10t", num_labels=data.num_classes, class_names=data.class_names, image_size=16,
-                        pretrained=False)
+    model = tiny_model(num_labels=data.num_classes)
     folder = tmp_path_factory.mktemp("before")
     model.save_pretrained(folder)
     return folder
@@ -139,3 +138,52 @@ def test_cells_are_cached_skipped_and_recomputed_on_a_changed_setting(bench, bef
     assert calls == ["neggrad"]  # a changed setting recomputes the cell
     changed = json.loads((out / "cells" / "tiny" / "neggrad" / "k2-s0.json").read_text())
     assert changed["fingerprint"] != cell["fingerprint"] and changed["settings"]["config"]["probe_num_steps"] == 3
+
+
+def _cell(row, seed, a_test, a_r, a_f, k=16, levels=None, seconds=1.0, model="gen"):
+    cell = {"model": model, "row": row, "k": k, "seed": seed, "steps": 0 if row == "before" else 10, "passes": 2.5,
+            "final": {"A_test": a_test, "A_r": a_r, "A_f": a_f}, "reached_zero": a_f == 0.0,
+            "seconds_phases": {"evaluation": seconds},
+            "settings": {"eval": {"test_eval_size": 2000}, "k": k, "seed": seed}}
+    if row != "before":
+        cell["levels"] = levels or {}
+        cell["probes"] = {"epsilon": 4.0, "target_hit_rate": 90.0 + seed, "num": 320, "seconds": 0.0}
+        cell["settings"]["config"] = {"num_train_epochs": 100.0, "max_steps": -1, "probe_num_steps": 10,
+                                      "importance_num_samples": 2000}
+    return cell
+
+
+def test_report_from_hand_made_cells(bench, tmp_path):
+    lv = lambda step, a_f, a_test: {"step": step, "A_f": a_f, "A_test": a_test, "A_r": a_test + 5}  # noqa: E731
+    cells = [
+        _cell("before", 0, 81.0, 99.0, 90.0), _cell("before", 1, 81.0, 99.0, 95.0),
+        _cell("l2ul", 0, 70.0, 72.0, 0.0, seconds=10.0,
+              levels={"start": lv(0, 90.0, 80.0), "75": lv(3, 60.0, 78.0), "50": lv(3, 40.0, 78.0),
+                      "25": lv(5, 20.0, 74.0), "0": lv(9, 0.0, 70.0)}),
+        _cell("l2ul", 1, 80.0, 84.0, 12.5, seconds=20.0,  # stopped at the cap
+              levels={"start": lv(0, 95.0, 81.0), "75": lv(2, 75.0, 79.0), "50": lv(4, 50.0, 76.0),
+                      "25": lv(8, 12.5, 71.0)}),
+        _cell("structguard", 0, 60.0, 65.0, 0.0, seconds=30.0), _cell("structguard", 1, 62.0, 66.0, 0.0, seconds=30.0),
+    ]
+    for cell in cells:
+        path = bench.cell_path(tmp_path, cell["model"], cell["row"], cell["k"], cell["seed"])
+        bench.write_json_atomic(path, cell)
+    report = bench.main(["--report", "--output_dir", str(tmp_path)])
+    lines = report.splitlines()
+    row = lambda label, method: next(x for x in lines if x.startswith(f"| {label} | {method} |"))  # noqa: E731
+    assert row("A_test (↑)", "before") == "| A_test (↑) | before | 81.00 ± 0.00 |"
+    assert lines.index(row("A_test (↑)", "before")) < lines.index(row("", "l2ul"))  # Before first
+    l2ul = [x for x in lines if x.startswith("|  | l2ul |") or x.startswith("| A_r (↑) | l2ul |")]
+    assert "| 75.00 ± 7.07 † |" in l2ul[0]  # A_test of the two seeds; one stopped at the cap
+    assert row("100−A_f (↑)", "before").endswith("| 7.50 ± 3.54 |")
+    assert any(x.endswith("| l2ul | 93.75 ± 8.84 [1/2] |") for x in lines)
+    assert any(x.endswith("| structguard | 100.00 ± 0.00 [2/2] |") for x in lines)
+    # trade-off: mean over the seeds that reached each level, (n/m) when not all did
+    tradeoff = next(x for x in lines if x.startswith("| gen | 16 | l2ul |") and "80.5 / 85.5" in x)
+    assert tradeoff.endswith("| 80.5 / 85.5 | 78.5 / 83.5 | 77.0 / 82.0 | 72.5 / 77.5 | 70.0 / 75.0 (1/2) |")
+    assert "| gen | 16 | 4 | 90.5 ± 0.7 | 2 |" in report  # hit rate over the two seeds
+    cost = next(x for x in lines if x.startswith("| gen | 16 | structguard | 10 |"))
+    assert cost.endswith("| 30.0 | 2.00 |")  # 30 s against L2UL's mean 15 s
+    assert "2000" in lines[0] and "10 PGD iterations" in lines[0] and "100.0 passes" in lines[0] and "2000 test images" in lines[0]
+    assert (tmp_path / "report.md").read_text() == report
+    assert (tmp_path / "plots" / "tradeoff.png").stat().st_size > 0
