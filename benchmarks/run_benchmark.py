@@ -182,12 +182,17 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: Path, content: dict) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path`` (readers never see half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as handle:
-        json.dump(content, handle, indent=1, default=str)
+        handle.write(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, content: dict) -> None:
+    write_atomic(path, json.dumps(content, indent=1, default=str))
 
 
 def cell_path(output_dir: Path, tag: str, row: str, k: int, seed: int) -> Path:
@@ -551,8 +556,11 @@ def plot_tradeoff(cells: list[dict], path: Path) -> Path | None:
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
     plt.close(fig)
+    os.replace(tmp, path)
     return path
 
 
@@ -589,7 +597,7 @@ def write_report(output_dir: Path) -> str:
         "**Cost** (mean over seeds; wall time by phase; ÷ L2UL: total time relative to L2UL's at the same k).", "",
         cost_table(cells),
     ])
-    (output_dir / "report.md").write_text(report)
+    write_atomic(output_dir / "report.md", report)
     plot_tradeoff(cells, output_dir / "plots" / "tradeoff.png")
     return report
 
