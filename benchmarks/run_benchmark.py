@@ -514,46 +514,53 @@ def cost_table(cells: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tradeoff_points(runs: list[dict]) -> list[tuple[float, float]]:
+    """``(100−A_f, A_test)`` seed means at step 0, at each forget level (over the seeds that reached it, at the
+    A_f measured there) and at the end of the run; a point repeated by levels passed in one step is kept once."""
+    points = []
+    for key in level_keys():
+        hits = [run["levels"][key] for run in runs if key in run.get("levels", {})]
+        if hits:
+            points.append((100 - float(np.mean([h["A_f"] for h in hits])), float(np.mean([h["A_test"] for h in hits]))))
+    points.append((100 - float(np.mean([r["final"]["A_f"] for r in runs])),
+                   float(np.mean([r["final"]["A_test"] for r in runs]))))
+    return [p for i, p in enumerate(points) if i == 0 or p != points[i - 1]]
+
+
 def plot_tradeoff(cells: list[dict], path: Path) -> Path | None:
-    """A_test against 100−A_f per method, one panel per (model, k): the mean over seeds at step 0 (at its
-    measured 100−A_f) and at each forget level (at 100 − level); Before as a black star."""
+    """A_test against 100−A_f per method (:func:`tradeoff_points`, square = end of the run), one panel per
+    (model, k); Before as a black star."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     groups = _group_cells(cells)
-    panels = [(model, k) for model, by_k in groups.items() for k in sorted(by_k)]
-    if not panels:
+    ks = sorted({k for by_k in groups.values() for k in by_k})
+    if not ks:
         return None
-    ks = sorted({k for _, k in panels})
-    models = list(groups)
-    fig, axes = plt.subplots(len(models), len(ks), figsize=(4.2 * len(ks), 3.4 * len(models)), squeeze=False)
-    for r, model in enumerate(models):
+    fig, axes = plt.subplots(len(groups), len(ks), figsize=(4.2 * len(ks), 3.4 * len(groups)), squeeze=False)
+    colours = {row: f"C{i % 10}" for i, row in enumerate(_order(c["row"] for c in cells if c["row"] != "before"))}
+    for r, (model, by_k) in enumerate(groups.items()):
         for c, k in enumerate(ks):
             ax = axes[r][c]
             ax.set_title(f"{model}, k = {k}", fontsize=9)
             ax.set_xlabel("100 − A_f (%)")
             ax.set_ylabel("A_test (%)")
-            by_row = groups[model].get(k, {})
-            for row in _order(by_row):
-                runs = by_row[row]
-                if row == "before":
-                    ax.plot([np.mean([100 - x["final"]["A_f"] for x in runs])],
-                            [np.mean([x["final"]["A_test"] for x in runs])], "k*", markersize=10, label="before")
+            for row, runs in by_k.get(k, {}).items():
+                points = tradeoff_points(runs)
+                if row == "before":  # no levels: its one point
+                    ax.plot(*points[-1], "k*", markersize=10, label="before")
                     continue
-                points = []
-                for key in level_keys():
-                    hits = [x["levels"][key] for x in runs if key in x["levels"]]
-                    if hits:
-                        forgotten = 100 - np.mean([h["A_f"] for h in hits]) if key == "start" else 100 - float(key)
-                        points.append((forgotten, np.mean([h["A_test"] for h in hits])))
-                if points:
-                    ax.plot(*zip(*points), marker="o", markersize=3, label=row)
+                ax.plot(*zip(*points), marker="o", markersize=3, color=colours[row], label=row)
+                ax.plot(*points[-1], marker="s", markersize=5, color=colours[row])
             ax.set_xlim(-2, 102)
             ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7)
+    legend = {}
+    for ax in axes.flat:
+        legend.update(zip(ax.get_legend_handles_labels()[1], ax.get_legend_handles_labels()[0]))
+    names = _order(legend)
+    fig.legend([legend[n] for n in names], names, loc="lower center", ncol=min(len(names), 5), fontsize=7)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")

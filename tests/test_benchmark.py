@@ -187,3 +187,11 @@ def test_report_from_hand_made_cells(bench, tmp_path):
     assert "2000" in lines[0] and "10 PGD iterations" in lines[0] and "100.0 passes" in lines[0] and "2000 test images" in lines[0]
     assert (tmp_path / "report.md").read_text() == report
     assert (tmp_path / "plots" / "tradeoff.png").stat().st_size > 0
+
+
+def test_tradeoff_points_keep_levels_passed_together_once(bench):
+    lv = {"step": 0, "A_f": 87.5, "A_test": 8.0, "A_r": 7.0}  # e.g. a fresh projector: levels met at step 0
+    runs = [_cell("structguard", 0, 70.0, 80.0, 25.0, levels={"start": lv, "75": lv, "50": lv, "25": lv}),
+            _cell("structguard", 1, 72.0, 82.0, 12.5, levels={"start": lv, "75": lv, "50": lv, "25": lv})]
+    assert bench.tradeoff_points(runs) == [(12.5, 8.0), (81.25, 71.0)]
+    assert bench.tradeoff_points([_cell("before", 0, 81.0, 99.0, 90.0)]) == [(10.0, 81.0)]
