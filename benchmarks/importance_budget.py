@@ -3,7 +3,8 @@
 Computes the structure-aware importance (``structure_importance``, batch mode, as StructGuard's
 ``on_step_begin`` does, here on the model right after the method's ``prepare``) on one forget set for each
 budget (probe samples seen), and reports the Spearman rank correlation of each importance vector (all
-feature-extractor parameters, flattened) with the largest budget's, plus the seconds it took. The smallest
+feature-extractor parameters, flattened) with the largest budget's, the smallest per-tensor correlation, the
+relative L2 error (the penalty uses raw values), and the seconds it took. The smallest
 budget with ρ >= ``--min_rho`` is stated. Writes ``<output>.json`` and ``<output>.md``.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/importance_budget.py \\
@@ -56,10 +57,28 @@ def smallest_within(results: list[dict], min_rho: float) -> int | None:
     return min(fine) if fine else None
 
 
+def agreement(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict:
+    """How closely ``other`` matches ``reference`` (both ``{tensor name: flat importance}``).
+
+    ``spearman_vs_largest``: ρ over all parameters; ``min_tensor_spearman``: the smallest per-tensor ρ (tensors
+    with constant importance left out); ``relative_l2_error``: ‖other − reference‖ / ‖reference‖ (the penalty
+    uses the raw values, not only their ranks).
+    """
+    names = sorted(reference)
+    flat_ref, flat_other = (np.concatenate([d[n] for n in names]).astype(np.float64) for d in (reference, other))
+    per_tensor = [spearman(rankdata(reference[n]), other[n]) for n in names
+                  if np.ptp(reference[n]) > 0 and np.ptp(other[n]) > 0]
+    return {
+        "spearman_vs_largest": spearman(rankdata(flat_ref), flat_other),
+        "min_tensor_spearman": float(min(per_tensor)) if per_tensor else None,
+        "relative_l2_error": float(np.linalg.norm(flat_other - flat_ref) / np.linalg.norm(flat_ref)),
+    }
+
+
 def importance_for_budgets(trainer: UnlearningTrainer, budgets: list[int]) -> list[dict]:
-    """``[{"num_samples", "seconds", "spearman_vs_largest"}]`` in increasing budget order."""
+    """``[{"num_samples", "seconds", **agreement with the largest budget}]`` in increasing budget order."""
     method, model = trainer.method, trainer.model
-    vectors, results = {}, []
+    importances, results = {}, []
     for budget in sorted(budgets):
         started = time.perf_counter()
         importance = structure_importance(
@@ -68,12 +87,11 @@ def importance_for_budgets(trainer: UnlearningTrainer, budgets: list[int]) -> li
             seed=trainer.args.seed,
         )
         seconds = time.perf_counter() - started
-        vectors[budget] = torch.cat([importance[name].flatten() for name in sorted(importance)]).double().numpy()
+        importances[budget] = {name: value.flatten().cpu().numpy() for name, value in importance.items()}
         results.append({"num_samples": budget, "seconds": seconds})
         logger.info("budget %d: %.1f s", budget, seconds)
-    largest = rankdata(vectors[max(budgets)])
     for result in results:
-        result["spearman_vs_largest"] = spearman(largest, vectors[result["num_samples"]])
+        result.update(agreement(importances[max(budgets)], importances[result["num_samples"]]))
     return results
 
 
@@ -83,10 +101,11 @@ def markdown(content: dict) -> str:
         f"{content['num_probes']} probes, {content['num_parameters']:,} feature-extractor parameters): Spearman ρ of "
         f"each budget's importance with the largest budget's ({max(r['num_samples'] for r in content['results']):,}).",
         "",
-        "| probe samples | ρ vs largest | seconds |",
-        "|---|---|---|",
+        "| probe samples | ρ vs largest | smallest per-tensor ρ | relative L2 error | seconds |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| {r['num_samples']:,} | {r['spearman_vs_largest']:.4f} | {r['seconds']:.1f} |" for r in content["results"]]
+    lines += [f"| {r['num_samples']:,} | {r['spearman_vs_largest']:.4f} | {r['min_tensor_spearman']:.4f} | "
+              f"{r['relative_l2_error']:.4f} | {r['seconds']:.1f} |" for r in content["results"]]
     smallest = content["smallest_within_tolerance"]
     lines += ["", f"Smallest budget with ρ ≥ {content['min_rho']}: " + (f"{smallest:,}." if smallest else "none.")]
     return "\n".join(lines) + "\n"

@@ -28,6 +28,12 @@ def test_spearman_with_ties_and_the_tolerance_rule(budget):
                {"num_samples": 40, "spearman_vs_largest": 0.99}, {"num_samples": 80, "spearman_vs_largest": 1.0}]
     assert budget.smallest_within(results, 0.95) == 20
     assert budget.smallest_within(results[:1], 0.95) is None
+    reference = {"w": np.array([1.0, 2.0, 3.0, 4.0]), "b": np.array([0.5, 0.5])}  # "b" constant: no per-tensor ρ
+    other = {"w": np.array([1.0, 3.0, 2.0, 4.0]), "b": np.array([0.5, 0.5])}
+    stats = budget.agreement(reference, other)
+    assert stats["min_tensor_spearman"] == pytest.approx(0.8)
+    assert stats["relative_l2_error"] == pytest.approx(np.sqrt(2) / np.sqrt(30.5))
+    assert budget.agreement(reference, reference)["relative_l2_error"] == 0.0
 
 
 def test_importance_budget_end_to_end_on_digits(budget, tmp_path):
@@ -40,5 +46,6 @@ def test_importance_budget_end_to_end_on_digits(budget, tmp_path):
     assert [r["num_samples"] for r in content["results"]] == [32, 64, 128]  # budgets above the largest dropped
     assert content["results"][-1]["spearman_vs_largest"] == pytest.approx(1.0)
     assert all(-1 <= r["spearman_vs_largest"] <= 1 and r["seconds"] > 0 for r in content["results"])
+    assert content["results"][-1]["relative_l2_error"] == 0.0
     assert json.loads((tmp_path / "out" / "tiny.json").read_text())["retain_size"] == retain
     assert "ρ vs largest" in (tmp_path / "out" / "tiny.md").read_text()
