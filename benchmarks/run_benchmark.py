@@ -320,7 +320,10 @@ def run_grid(args: argparse.Namespace) -> Path:
     for tag, source in models.items():
         model, _ = load_before_model(data, ModelArguments(model_name_or_path=source, cifar_stem=args.cifar_stem))
         befores[tag] = (model.to(device).eval(), tensors_digest(model.state_dict()))
-    size = next(iter(befores.values()))[0].config.image_size
+    sizes = {model.config.image_size for model, _ in befores.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"the Before models expect different image sizes {sorted(sizes)}; run them separately")
+    size = sizes.pop()
     anchor_args = AnchorArguments(text_encoder=args.text_encoder)
     anchors = build_anchors(data, anchor_args, resolve_attributes(data, anchor_args))
     anchor_settings = {"encoder": anchors.metadata.get("encoder"),
@@ -355,6 +358,7 @@ def run_grid(args: argparse.Namespace) -> Path:
                 "eval": {key: profile[key] for key in ("retain_eval_size", "test_eval_size", "mia")}
                 | {"eval_seed": args.eval_seed},
             }
+            probe_key = {key: shared[key] for key in ("model", "dataset", "k", "seed", "forget_indices")}
             _run_cell(output_dir, tag, "before", {**shared, "row": "before"}, environment,
                       lambda: run_before_cell(before, sets, profile))
             for row in rows:
@@ -365,7 +369,7 @@ def run_grid(args: argparse.Namespace) -> Path:
 
                 def compute(row=row, config=config):
                     probes, info = cached_probes(output_dir / "probes" / tag, before, *sets.forget,
-                                                 data.num_classes, config, shared)
+                                                 data.num_classes, config, probe_key)
                     return run_method_cell(row, before, config, sets, probes, info, anchors, profile)
 
                 _run_cell(output_dir, tag, row, settings, environment, compute)
