@@ -106,7 +106,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     "structguard": ("structguard", {}),
     "structguard[reference]": ("structguard", {"structguard_preset": "reference"}),
     "l2ul[frozen-bn]": ("l2ul", {"batchnorm": "frozen"}),
-    # StructGuard ablations (paper Tables 4, 5, 6): structure-aware alignment (SA), regularisation (SR), classifier reg (CR)
+    # StructGuard ablations (paper Tables 4-6): structure-aware alignment (SA), regularisation (SR),
+    # classifier regularisation (CR)
     "structguard[-SA]": ("structguard", {"use_alignment": False}),
     "structguard[-SR]": ("structguard", {"use_regularization": False}),
     "structguard[-CR]": ("structguard", {"use_classifier_reg": False}),

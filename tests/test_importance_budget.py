@@ -41,7 +41,8 @@ def test_importance_budget_end_to_end_on_digits(budget, tmp_path):
     model = tiny_model(num_labels=data.num_classes)
     model.save_pretrained(tmp_path / "before")
     content = budget.main(["--model_name_or_path", str(tmp_path / "before"), "--k", "2", "--probe_num_steps", "1",
-                           "--budgets", "32", "64", "512", "--largest", "128", "--output", str(tmp_path / "out" / "tiny")])
+                           "--budgets", "32", "64", "512", "--largest", "128",
+                           "--output", str(tmp_path / "out" / "tiny")])
     retain = len(data.train) - 2
     assert [r["num_samples"] for r in content["results"]] == [32, 64, 128]  # budgets above the largest dropped
     assert content["results"][-1]["spearman_vs_largest"] == pytest.approx(1.0)
