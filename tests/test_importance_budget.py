@@ -28,6 +28,8 @@ def test_spearman_with_ties_and_the_tolerance_rule(budget):
                {"num_samples": 40, "spearman_vs_largest": 0.99}, {"num_samples": 80, "spearman_vs_largest": 1.0}]
     assert budget.smallest_within(results, 0.95) == 20
     assert budget.smallest_within(results[:1], 0.95) is None
+    per_tensor = [{"num_samples": 10, "min_tensor_spearman": 0.5}, {"num_samples": 20, "min_tensor_spearman": 0.97}]
+    assert budget.smallest_within(per_tensor, 0.95, "min_tensor_spearman") == 20
     reference = {"w": np.array([1.0, 2.0, 3.0, 4.0]), "b": np.array([0.5, 0.5])}  # "b" constant: no per-tensor ρ
     other = {"w": np.array([1.0, 3.0, 2.0, 4.0]), "b": np.array([0.5, 0.5])}
     stats = budget.agreement(reference, other)
@@ -50,3 +52,4 @@ def test_importance_budget_end_to_end_on_digits(budget, tmp_path):
     assert content["results"][-1]["relative_l2_error"] == 0.0
     assert json.loads((tmp_path / "out" / "tiny.json").read_text())["retain_size"] == retain
     assert "ρ vs largest" in (tmp_path / "out" / "tiny.md").read_text()
+    assert content["smallest_within_tolerance_per_tensor"] in (32, 64, 128)
