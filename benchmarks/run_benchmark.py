@@ -1,35 +1,40 @@
-"""Benchmark StructGuard and the baselines on one dataset and Before model (paper Table 2 layout).
+"""Benchmark v2: StructGuard and the baselines at complete forgetting (paper Table 2 protocol), resumable.
 
-    # CPU profile (reductions applied to every method alike, stated in the table caption); set OMP_NUM_THREADS
-    # to the physical core count (1 on the machine that wrote benchmarks/results/cpu: two threads on one
-    # core's hyperthreads are much slower)
+Every method runs until the forget accuracy A_f is exactly 0 %, capped at the paper's 100 passes over the
+probe set and with no step cap; a run that hits the cap is reported with its 100−A_f and counted as such.
+Along the way A_test and A_r are recorded at step 0 and the first time A_f <= 75 / 50 / 25 / 0 %
+(:class:`~hf_structguard.trainer.AccuracyAtForgetLevels`), to compare methods at equal forgetting.
+
+Each result is one JSON cell, ``<output_dir>/cells/<model tag>/<row>/k<k>-s<seed>.json``, written
+atomically with the fingerprint of every setting it depends on; a rerun skips cells whose fingerprint
+matches and recomputes (with a warning naming the changed settings) those whose settings changed. The
+Before evaluation is the row ``before``; probe sets are cached per (model, k, seed, PGD setting) under
+``probes/<model tag>``. Several processes may fill one cache with disjoint ``--rows/--ks/--seeds``.
+Every run ends by rebuilding, from all cells present, ``report.md`` (Table 2 layout per Before model, accuracy
+at equal forgetting, probe hit rates, cost) and ``plots/tradeoff.png``; ``--report`` does only that.
+
+    # CPU profile, one thread per process; both Before models (tag=source), into one cache
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/run_benchmark.py --profile cpu \\
         --dataset /work/shared/data/cifar10-jpeg \\
-        --model_name_or_path local-dir:/work/shared/checkpoints/resnet18-cifar10-jpeg \\
-        --output_dir benchmarks/results/cpu
-    # CUDA profile: the paper's settings, k in {16, 64, 128, 256}
-    python benchmarks/run_benchmark.py --profile cuda --dataset ... --model_name_or_path ... --cifar_stem true
-    # ablations of StructGuard (paper Tables 4-6) on the same forget sets and probes
-    python benchmarks/run_benchmark.py ... --ablations components alignment anchors
-
-For every k and seed: one forget set (seed = forget seed = method seed), one Before evaluation, one probe
-set per PGD setting shared by all methods, then each method from a copy of the Before model. Writes
-``benchmark.json`` (every number of every run plus the settings), ``table.md`` (Table 2 layout, mean ± std
-over seeds, then retrieval / MIA / steps / time / memory / speed) and PNG plots under ``plots/``:
-structural drift per step (Figure 2a), consistency histograms (Figure 6), a retrieval grid (Figure 5).
+        --model_name_or_path generalising=local-dir:/work/shared/checkpoints/resnet18-cifar10-jpeg \\
+            memorised=local-dir:/work/shared/checkpoints/resnet18-cifar10-jpeg-memorised \\
+        --output_dir benchmarks/results/v2 --rows neggrad l2ul --ks 16 --seeds 0
+    # the tables and plots from the cache alone (runs nothing)
+    python benchmarks/run_benchmark.py --report --output_dir benchmarks/results/v2
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import hashlib
 import json
 import logging
-import math
+import os
 import platform
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -38,7 +43,6 @@ import torch
 
 from hf_structguard.data import select_forget_set
 from hf_structguard.evaluation import EvalSets, evaluate_model
-from hf_structguard.evaluation.accuracy import predict
 from hf_structguard.hub import library_versions
 from hf_structguard.methods import get_method
 from hf_structguard.pipeline import (
@@ -50,28 +54,27 @@ from hf_structguard.pipeline import (
     load_data,
     resolve_attributes,
 )
-from hf_structguard.probes import probes_for_config
-from hf_structguard.plots import plot_consistency, plot_structural_drift
+from hf_structguard.probes import ProbeSet, probe_config_for, probes_for_config, target_hit_rate
 from hf_structguard.structure import ALIGNMENT_MEASURES
-from hf_structguard.trainer import UnlearningConfig, run_unlearning
+from hf_structguard.trainer import AccuracyAtForgetLevels, UnlearningConfig, run_unlearning
 
 logger = logging.getLogger("benchmark")
 
-METHODS = ("neggrad", "adv", "l2ul", "rawp", "fisher", "structguard", "oracle")
+#: Forget accuracies (%) at which A_test and A_r are recorded (besides step 0).
+LEVELS = (75.0, 50.0, 25.0, 0.0)
 
-#: Settings per profile. ``cuda`` is the paper's protocol (method.md); ``cpu`` holds the reductions that
-#: make all methods x k in {16, 64} x 3 seeds fit 60 minutes on 2 CPU cores. Every value applies to every
-#: method alike and can be overridden on the command line.
+#: Settings per profile. ``cuda`` is the paper's protocol (method.md); ``cpu`` holds the reductions that make
+#: the grid reachable on CPU cores. Every value applies to every method alike and can be overridden.
 PROFILES = {
     "cpu": {
-        "ks": [16, 64],
+        "ks": [16, 64, 128],
         "seeds": [0, 1, 2],
-        "retain_eval_size": 1000,  # A_r, retrieval gallery, consistency and MIA members on a fixed subsample
+        "retain_eval_size": 1000,  # A_r, retrieval, consistency and MIA members on a fixed subsample
         "test_eval_size": 2000,  # A_test and MIA non-members on a fixed test subsample
         "probe_num_steps": 10,  # PGD iterations of the probes (paper: 100)
         "importance_num_samples": 2000,  # StructGuard importance budget (paper: ~|D_r| = 50000)
-        "num_train_epochs": 100.0,  # pass cap over the probe set (paper: 100); max_steps overrides it
-        "max_steps": 100,  # step cap (paper: none)
+        "num_train_epochs": 100.0,  # pass cap over the probe set (paper: 100)
+        "max_steps": -1,  # no step cap (paper: none)
         "drift_every_steps": 5,
         "mia": True,
         "device": "cpu",
@@ -91,161 +94,244 @@ PROFILES = {
     },
 }
 
-#: StructGuard ablation variants: name -> UnlearningConfig overrides (paper Tables 4, 5, 6).
-ABLATIONS = {
-    "components": {  # Table 5: structure-aware alignment (SA), regularisation (SR), classifier reg (CR)
-        "structguard[-SA]": {"use_alignment": False},
-        "structguard[-SR]": {"use_regularization": False},
-        "structguard[-CR]": {"use_classifier_reg": False},
-        "structguard[-SA-SR-CR]": {"use_alignment": False, "use_regularization": False, "use_classifier_reg": False},
-    },
-    "alignment": {f"structguard[{m}]": {"alignment_measure": m} for m in ALIGNMENT_MEASURES if m != "cosine"},
-    "anchors": {"structguard[visual]": {"anchor_type": "visual"}},  # Table 4 (semantic = structguard)
+#: Benchmark rows: name -> (registry method, UnlearningConfig overrides). The order of ``DEFAULT_ROWS`` is the
+#: run order within a (model, k, seed) cell, cheapest first; the lead adds variants here.
+ROWS: dict[str, tuple[str, dict]] = {
+    "fisher": ("fisher", {}),
+    "neggrad": ("neggrad", {}),
+    "adv": ("adv", {}),
+    "l2ul": ("l2ul", {}),
+    "rawp": ("rawp", {}),
+    "oracle": ("oracle", {}),
+    "structguard": ("structguard", {}),
+    "structguard[reference]": ("structguard", {"structguard_preset": "reference"}),
+    "l2ul[frozen-bn]": ("l2ul", {"batchnorm": "frozen"}),
+    # StructGuard ablations (paper Tables 4-6): structure-aware alignment (SA), regularisation (SR),
+    # classifier regularisation (CR)
+    "structguard[-SA]": ("structguard", {"use_alignment": False}),
+    "structguard[-SR]": ("structguard", {"use_regularization": False}),
+    "structguard[-CR]": ("structguard", {"use_classifier_reg": False}),
+    "structguard[-SA-SR-CR]": (
+        "structguard", {"use_alignment": False, "use_regularization": False, "use_classifier_reg": False}
+    ),
+    **{f"structguard[{m}]": ("structguard", {"alignment_measure": m}) for m in ALIGNMENT_MEASURES if m != "cosine"},
+    "structguard[visual]": ("structguard", {"anchor_type": "visual"}),
 }
+DEFAULT_ROWS = ["fisher", "neggrad", "adv", "l2ul", "rawp", "oracle", "structguard", "structguard[reference]"]
+#: ``--ablations`` groups: shorthands for rows.
+ABLATIONS = {
+    "components": ["structguard[-SA]", "structguard[-SR]", "structguard[-CR]", "structguard[-SA-SR-CR]"],
+    "alignment": [f"structguard[{m}]" for m in ALIGNMENT_MEASURES if m != "cosine"],
+    "anchors": ["structguard[visual]"],
+}
+#: Config fields that do not change a result (left out of fingerprints).
+VOLATILE_CONFIG_FIELDS = ("output_dir", "logging_dir", "run_name")
 
 
-# --------------------------------------------------------------------------------------------- measuring
-class PeakMemory:
-    """Peak memory of a phase: CUDA max allocated (reset at entry) or the process RSS sampled every 20 ms."""
+# -------------------------------------------------------------------------------------------- rows, grid
+def select_rows(rows: list[str], ablations: list[str] = ()) -> list[str]:
+    """Row names in run order; unknown rows, groups or config fields fail before any work."""
+    names = list(dict.fromkeys(list(rows) + [name for group in ablations for name in _group(group)]))
+    known_fields = {f.name for f in dataclasses.fields(UnlearningConfig)}
+    for name in names:
+        if name not in ROWS:
+            raise ValueError(f"unknown row {name!r}; choose from {sorted(ROWS)}")
+        method, overrides = ROWS[name]
+        get_method(method)
+        missing = sorted(set(overrides) - known_fields)
+        if missing:
+            raise ValueError(f"row {name!r} needs UnlearningConfig field(s) {missing}, absent from this version")
+    return names
 
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak_mib = 0.0
-        self.start_mib = 0.0
 
-    @staticmethod
-    def _rss_mib() -> float:
-        import psutil
+def _group(group: str) -> list[str]:
+    if group not in ABLATIONS:
+        raise ValueError(f"unknown ablation group {group!r}; choose from {sorted(ABLATIONS)}")
+    return ABLATIONS[group]
 
-        return psutil.Process().memory_info().rss / 2**20
 
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak_mib = max(self.peak_mib, self._rss_mib())
+def grid_order(ks: list[int], seeds: list[int], first_ks: int = 2) -> list[tuple[int, int]]:
+    """``(seed, k)`` pairs: the ``first_ks`` smallest k for every seed (seed-major), then the larger k."""
+    ks = sorted(ks)
+    return [(s, k) for s in seeds for k in ks[:first_ks]] + [(s, k) for s in seeds for k in ks[first_ks:]]
 
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.start_mib = torch.cuda.memory_allocated(self.device) / 2**20
+
+def parse_models(entries: list[str]) -> dict[str, str]:
+    """``tag=source`` or ``source`` (tag: the last path component) -> ``{tag: source}``."""
+    models: dict[str, str] = {}
+    for entry in entries:
+        tag, sep, source = entry.partition("=")
+        if not sep or ":" in tag or "/" in tag:
+            tag, source = Path(entry.split(":", 1)[-1].rstrip("/")).name, entry
+        if tag in models:
+            raise ValueError(f"two Before models share the tag {tag!r}; name them tag=source")
+        models[tag] = source
+    return models
+
+
+# -------------------------------------------------------------------------------------------------- cache
+def fingerprint(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names and bytes of ``tensors`` (e.g. a state dict)."""
+    digest = hashlib.sha256()
+    for name, tensor in tensors.items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path`` (readers never see half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, content: dict) -> None:
+    write_atomic(path, json.dumps(content, indent=1, default=str))
+
+
+def cell_path(output_dir: Path, tag: str, row: str, k: int, seed: int) -> Path:
+    return output_dir / "cells" / tag / row / f"k{k}-s{seed}.json"
+
+
+def cached_cell(path: Path, settings: dict) -> dict | None:
+    """The cell at ``path`` if its settings fingerprint matches; None (with the changed settings logged) if not."""
+    if not path.exists():
+        return None
+    cell = json.loads(path.read_text())
+    if cell.get("fingerprint") == fingerprint(settings):
+        return cell
+    old, new = _flatten(cell.get("settings", {})), _flatten(json.loads(json.dumps(settings, default=str)))
+    changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+    logger.warning("%s: settings changed (%s); recomputing", path, ", ".join(changed) or "fingerprint")
+    return None
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
         else:
-            self.start_mib = self.peak_mib = self._rss_mib()
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak_mib = max(self.peak_mib, self._rss_mib())
-        return False
-
-    def as_dict(self) -> dict:
-        kind = "cuda_max_allocated" if self.device.type == "cuda" else "process_rss"
-        return {"kind": kind, "peak_mib": self.peak_mib, "increase_mib": self.peak_mib - self.start_mib}
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
-@torch.inference_mode()
-def forward_images_per_second(model, images: torch.Tensor, batch_size: int = 256, repeats: int = 1) -> float:
-    """Raw ``model(pixel_values)`` throughput (eval mode, images already in memory), after one warm-up batch."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    model(images[:batch_size].to(device))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def config_settings(config: UnlearningConfig) -> dict:
+    return {k: v for k, v in config.to_dict().items() if k not in VOLATILE_CONFIG_FIELDS}
+
+
+def cached_probes(folder: Path, before, forget_images, forget_labels, num_classes, config, settings) -> tuple:
+    """``(ProbeSet, info)`` for this model/forget set/PGD setting, generated once and kept under ``folder``.
+
+    ``info``: ``num``, ``target_hit_rate`` (% of probes the Before model classifies as their target),
+    ``epsilon`` and ``seconds`` (generation time, also when read back from the cache).
+    """
+    probe_settings = {**settings, "probe_config": dataclasses.asdict(probe_config_for(config))}
+    key = fingerprint(probe_settings)
+    stem = folder / f"k{settings['k']}-s{settings['seed']}-{key[:12]}"
+    meta_path = stem.with_suffix(".json")
+    if meta_path.exists():
+        return ProbeSet.load(stem.with_suffix(".safetensors")), json.loads(meta_path.read_text())["info"]
     started = time.perf_counter()
-    for _ in range(repeats):
-        for start in range(0, len(images), batch_size):
-            model(images[start : start + batch_size].to(device))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    model.train(was_training)
-    return repeats * len(images) / (time.perf_counter() - started)
+    probes = probes_for_config(before, forget_images, forget_labels, num_classes, config)
+    seconds = time.perf_counter() - started
+    info = {"num": len(probes), "target_hit_rate": target_hit_rate(before, probes),
+            "epsilon": probes.config.epsilon, "seconds": seconds}
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".safetensors")
+    os.close(fd)
+    probes.save(tmp)
+    os.replace(tmp, stem.with_suffix(".safetensors"))
+    write_json_atomic(meta_path, {"settings": probe_settings, "info": info})  # last: marks the set complete
+    return probes, info
 
 
-def evaluated_images(metrics: dict, with_reference: bool) -> int:
-    """Images that one evaluate_model call pushes through a network (test + retain + forget [+ reference])."""
-    sizes = metrics["sizes"]
-    return sizes["test"] + sizes["retain"] + sizes["forget"] + (sizes["retain"] if with_reference else 0)
-
-
+# ------------------------------------------------------------------------------------------------- cells
 def fixed_subsample(total: int, size: int | None, seed: int = 0) -> np.ndarray | None:
     if size is None or size >= total:
         return None
     return np.sort(np.random.default_rng(seed).permutation(total)[:size])
 
 
-# ------------------------------------------------------------------------------------------ one benchmark
-def method_variants(methods: list[str], ablations: list[str]) -> list[tuple[str, str, dict]]:
-    """``(row name, registry method, config overrides)`` for the methods and the requested ablations."""
-    variants = [(name, name, {}) for name in methods]
-    for group in ablations:
-        if group not in ABLATIONS:
-            raise ValueError(f"unknown ablation group {group!r}; choose from {sorted(ABLATIONS)}")
-        variants += [(name, "structguard", overrides) for name, overrides in ABLATIONS[group].items()]
-    for _, method, _ in variants:
-        get_method(method)  # unknown names fail before any work
-    return variants
+def run_before_cell(before, sets: EvalSets, profile: dict) -> dict:
+    metrics = evaluate_model(before, sets, retrieval=True, mia=profile["mia"])
+    seconds = metrics.pop("seconds")
+    return {"final": metrics, "steps": 0, "reached_zero": metrics["A_f"] == 0.0,
+            "seconds_phases": {"evaluation": seconds}}
 
 
-def _top_neighbours(model, queries: torch.Tensor, gallery_embeddings: torch.Tensor, topk: int, self_rows=None):
-    _, q = predict(model, queries)
-    sims = torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(gallery_embeddings, dim=1).T
-    if self_rows is not None:
-        for row, col in enumerate(self_rows):
-            if col is not None:
-                sims[row, col] = -math.inf
-    return sims.topk(topk, dim=1).indices.tolist()
-
-
-def retrieval_examples(model, sets: EvalSets, num_queries: int = 2, topk: int = 5) -> dict:
-    """Top-k retain-gallery neighbours of the first forget queries and of the first retain queries."""
-    index = torch.as_tensor(sets.retain_indices())
-    gallery_images = sets.retain[0][index]
-    _, gallery = predict(model, gallery_images)
-    forget_q = sets.forget[0][:num_queries]
-    retain_rows = list(range(min(num_queries, len(index))))
+def run_method_cell(row: str, before, config: UnlearningConfig, sets: EvalSets, probes, probe_info: dict,
+                    anchors, profile: dict) -> dict:
+    """One unlearning run from a copy of ``before`` with accuracies at the forget levels and the final evaluation."""
+    method, _ = ROWS[row]
+    retain_index = torch.as_tensor(sets.retain_indices())
+    levels = AccuracyAtForgetLevels(
+        sets.forget, {"A_test": sets.test, "A_r": (sets.retain[0][retain_index], sets.retain[1][retain_index])},
+        levels=LEVELS,
+    )
+    retain = sets.retain if get_method(method).needs_retain else None
+    model, info = run_unlearning(
+        copy.deepcopy(before), config, sets.forget[0], sets.forget[1], probes,
+        anchors=anchors, retain_dataset=retain, callbacks=[levels],
+    )
+    metrics = evaluate_model(model, sets, reference_model=before, retrieval=True, mia=profile["mia"])
+    evaluation = metrics.pop("seconds") + levels.seconds
+    phases = info["seconds_phases"]
+    hooks = phases.get("method_hooks", 0.0)  # inside train(): e.g. StructGuard's importance
+    steps_per_pass = -(-probe_info["num"] // config.per_device_train_batch_size)
     return {
-        "forget": _top_neighbours(model, forget_q, gallery, topk),
-        "retain": _top_neighbours(model, gallery_images[retain_rows], gallery, topk, self_rows=retain_rows),
+        "final": metrics,
+        "steps": info["steps"],
+        "passes": info["steps"] / steps_per_pass,
+        "reached_zero": metrics["A_f"] == 0.0,
+        "stopped_at_zero": info["stopped_at_zero"],
+        "levels": levels.records,
+        "probes": probe_info,
+        "seconds_phases": {
+            "probes": probe_info["seconds"],
+            "importance_setup": phases.get("prepare", 0.0) + hooks,  # S_ori, projector, MAS, Fisher scrub; importance
+            "unlearning": info["seconds"] - hooks - levels.seconds,
+            "evaluation": evaluation,  # final evaluation + the level evaluations
+            "raw": phases,
+        },
+        "log_history": info["log_history"],
     }
 
 
-def run_benchmark(args: argparse.Namespace) -> dict:
-    profile = {**PROFILES[args.profile], **{k: v for k, v in vars(args).items() if k in PROFILES["cpu"] and v is not None}}
-    if profile["max_steps"] is not None and profile["max_steps"] <= 0:
-        profile["max_steps"] = -1
+def run_grid(args: argparse.Namespace) -> Path:
+    """Fills the cell cache for the requested models, rows, k and seeds; returns the cache folder."""
+    profile = resolve_profile(args)
     device = torch.device(profile["device"] if profile["device"] != "cuda" or torch.cuda.is_available() else "cpu")
     if profile["device"] == "cuda" and device.type != "cuda":
         logger.warning("--device cuda requested but CUDA is not available: running on the CPU")
-    variants = method_variants(args.methods, args.ablations or [])
+    rows = select_rows(args.rows, args.ablations)
+    models = parse_models(args.model_name_or_path)
     output_dir = Path(args.output_dir)
-    (output_dir / "plots").mkdir(parents=True, exist_ok=True)
-    total_started = time.perf_counter()
 
-    started = time.perf_counter()
-    data_args = DataArguments(dataset=args.dataset, retain_eval_size=profile["retain_eval_size"], mia=profile["mia"])
-    data = load_data(data_args)
-    model_args = ModelArguments(model_name_or_path=args.model_name_or_path, cifar_stem=args.cifar_stem)
-    before, before_source = load_before_model(data, model_args)
-    before.to(device).eval()
-    size = before.config.image_size
+    data = load_data(DataArguments(dataset=args.dataset, retain_eval_size=profile["retain_eval_size"],
+                                   mia=profile["mia"]))
+    befores = {}
+    for tag, source in models.items():
+        model, _ = load_before_model(data, ModelArguments(model_name_or_path=source, cifar_stem=args.cifar_stem))
+        befores[tag] = (model.to(device).eval(), tensors_digest(model.state_dict()))
+    sizes = {model.config.image_size for model, _ in befores.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"the Before models expect different image sizes {sorted(sizes)}; run them separately")
+    size = sizes.pop()
     anchor_args = AnchorArguments(text_encoder=args.text_encoder)
     anchors = build_anchors(data, anchor_args, resolve_attributes(data, anchor_args))
+    anchor_settings = {"encoder": anchors.metadata.get("encoder"),
+                       "embeddings_sha256": tensors_digest({"anchors": anchors.embeddings})}
     train_images, train_labels = data.tensors("train", None, size)
     test_rows = fixed_subsample(len(data.test), profile["test_eval_size"], seed=args.eval_seed)
     test = data.tensors("test", None if test_rows is None else test_rows.tolist(), size)
-    setup_seconds = time.perf_counter() - started
-    sources = {"before": before_source, "anchors": anchors.metadata}
-    raw_forward = forward_images_per_second(before, test[0])
-    logger.info("set-up %.1f s; raw forward %.0f images/s on %s", setup_seconds, raw_forward, device)
-
     base = UnlearningConfig(
         output_dir=tempfile.mkdtemp(prefix="structguard-benchmark-"),
         method="structguard",
@@ -256,134 +342,69 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         drift_every_steps=profile["drift_every_steps"],
         use_cpu=device.type != "cuda",
     )
-    runs: list[dict] = []
-    logs_by_k: dict[int, dict] = {}
-    consistency_by_k: dict[int, dict] = {}
-    examples: dict = {}
-    for seed in profile["seeds"]:  # seed-major: a partial run holds every k of the first seeds
-        for k in profile["ks"]:
-            forget = select_forget_set(len(train_labels), k=k, seed=seed)
-            keep = torch.ones(len(train_labels), dtype=torch.bool)
-            keep[torch.as_tensor(forget.indices)] = False
-            forget_images = train_images[torch.as_tensor(forget.indices)]
-            forget_labels = train_labels[torch.as_tensor(forget.indices)]
-            sets = EvalSets(
-                test=test,
-                retain=(train_images[keep], train_labels[keep]),
-                forget=(forget_images, forget_labels),
-                retain_subsample=profile["retain_eval_size"],
-                seed=args.eval_seed,
-            )
-            first = seed == profile["seeds"][0]
-            with PeakMemory(device) as memory:
-                metrics = evaluate_model(before, sets, retrieval=True, mia=profile["mia"])
-            evaluation = metrics.pop("seconds")
-            metrics.update(
-                seconds_phases={"evaluation": evaluation}, peak_memory=memory.as_dict(), steps=0,
-                eval_images_per_second=evaluated_images(metrics, False) / evaluation,
-            )
-            runs.append({**metrics, "k": k, "seed": seed, "method": "before"})
-            if first and k == profile["ks"][0]:
-                examples["before"] = retrieval_examples(before, sets)
-            probe_cache: dict = {}
-            for name, method, overrides in variants:
+    environment = {"versions": library_versions(), "platform": platform.platform(), "device": str(device),
+                   "cpu_threads": torch.get_num_threads(), "profile": args.profile}
+    for seed, k in grid_order(profile["ks"], profile["seeds"]):
+        forget = select_forget_set(len(train_labels), k=k, seed=seed)
+        index = torch.as_tensor(forget.indices)
+        keep = torch.ones(len(train_labels), dtype=torch.bool)
+        keep[index] = False
+        sets = EvalSets(test=test, retain=(train_images[keep], train_labels[keep]),
+                        forget=(train_images[index], train_labels[index]),
+                        retain_subsample=profile["retain_eval_size"], seed=args.eval_seed)
+        for tag, (before, digest) in befores.items():
+            shared = {
+                "model": {"tag": tag, "source": models[tag], "weights_sha256": digest},
+                "dataset": args.dataset, "k": k, "seed": seed, "forget_indices": [int(i) for i in forget.indices],
+                "eval": {key: profile[key] for key in ("retain_eval_size", "test_eval_size", "mia")}
+                | {"eval_seed": args.eval_seed},
+            }
+            probe_key = {key: shared[key] for key in ("model", "dataset", "k", "seed", "forget_indices")}
+            _run_cell(output_dir, tag, "before", {**shared, "row": "before"}, environment,
+                      lambda: run_before_cell(before, sets, profile))
+            for row in rows:
+                method, overrides = ROWS[row]
                 config = base.for_method(method, seed=seed, **overrides)
-                with PeakMemory(device) as memory:
-                    started = time.perf_counter()
-                    probes = probes_for_config(before, forget_images, forget_labels, data.num_classes, config, probe_cache)
-                    probe_seconds = time.perf_counter() - started
-                    retain = sets.retain if get_method(method).needs_retain else None
-                    model, info = run_unlearning(
-                        copy.deepcopy(before), config, forget_images, forget_labels, probes,
-                        anchors=anchors, retain_dataset=retain,
-                    )
-                unlearning_memory = memory.as_dict()
-                with PeakMemory(device) as memory:
-                    metrics = evaluate_model(model, sets, reference_model=before, retrieval=True, mia=profile["mia"])
-                evaluation = metrics.pop("seconds")
-                phases = info.get("seconds_phases", {})
-                hooks = phases.get("method_hooks", 0.0)  # inside train(): e.g. StructGuard's importance
-                setup = phases.get("prepare", 0.0) + hooks  # prepare is before train() (S_ori, projector, MAS, Fisher scrub)
-                metrics.update(
-                    steps=info["steps"],
-                    stopped_at_zero=info["stopped_at_zero"],
-                    num_probes=len(probes),
-                    seconds_phases={
-                        "probes": probe_seconds,
-                        "importance_setup": setup,  # trainer set-up (S_ori, projector, MAS) + method hooks (importance)
-                        "unlearning": info["seconds"] - hooks,
-                        "evaluation": evaluation,
-                        "raw": phases,
-                    },
-                    peak_memory={"unlearning": unlearning_memory, "evaluation": memory.as_dict()},
-                    eval_images_per_second=evaluated_images(metrics, True) / evaluation,
-                )
-                runs.append({**metrics, "k": k, "seed": seed, "method": name, "config_overrides": overrides})
-                logger.info(
-                    "k=%d seed=%d %s: A_test %.2f A_r %.2f A_f %.2f, %d steps, %.1f s",
-                    k, seed, name, metrics["A_test"], metrics["A_r"], metrics["A_f"], info["steps"],
-                    probe_seconds + info["seconds"] + evaluation,
-                )
-                if first:
-                    logs_by_k.setdefault(k, {})[name] = info["log_history"]
-                    consistency_by_k.setdefault(k, {})[name] = {"consistency": metrics.get("consistency")}
-                    if k == profile["ks"][0] and name in args.example_methods:
-                        examples[name] = retrieval_examples(model, sets)
-                        examples.setdefault("_sets", sets)
-                del model
-            write_outputs(output_dir, args, profile, device, runs, sources, setup_seconds, raw_forward,
-                          total_started, complete=False)
-            if first:
-                plot_structural_drift(logs_by_k[k], output_dir / "plots" / f"structural_drift_k{k}.png")
-                plot_consistency(consistency_by_k[k], output_dir / "plots" / f"consistency_k{k}.png")
-                if k == profile["ks"][0] and "_sets" in examples:
-                    plot_retrieval_grid(examples, output_dir / "plots" / f"retrieval_k{k}.png")
+                settings = {**shared, "row": row, "levels": list(LEVELS), "anchors": anchor_settings,
+                            "config": config_settings(config)}
+
+                def compute(row=row, config=config):
+                    probes, info = cached_probes(output_dir / "probes" / tag, before, *sets.forget,
+                                                 data.num_classes, config, probe_key)
+                    return run_method_cell(row, before, config, sets, probes, info, anchors, profile)
+
+                _run_cell(output_dir, tag, row, settings, environment, compute)
     shutil.rmtree(base.output_dir, ignore_errors=True)  # nothing is saved there (save_strategy "no")
-    return write_outputs(output_dir, args, profile, device, runs, sources, setup_seconds, raw_forward,
-                         total_started, complete=True)
+    return output_dir
 
 
-# ----------------------------------------------------------------------------------------------- outputs
-def plot_retrieval_grid(examples: dict, path: Path) -> Path:
-    """Figure 5: per method, retain queries (green frame = same class) and forget queries (red frame)."""
-    import matplotlib
+def _run_cell(output_dir: Path, tag: str, row: str, settings: dict, environment: dict, compute) -> dict:
+    path = cell_path(output_dir, tag, row, settings["k"], settings["seed"])
+    cell = cached_cell(path, settings)
+    if cell is not None:
+        logger.info("cached: %s", path)
+        return cell
+    started = time.perf_counter()
+    cell = {"model": tag, "row": row, "k": settings["k"], "seed": settings["seed"], **compute(),
+            "seconds": time.perf_counter() - started, "environment": environment,
+            "settings": settings, "fingerprint": fingerprint(settings)}
+    write_json_atomic(path, cell)
+    final = cell["final"]
+    logger.info("%s %s k=%d seed=%d: A_test %.2f A_r %.2f A_f %.2f, %d steps%s, %.1f s", tag, row, cell["k"],
+                cell["seed"], final["A_test"], final["A_r"], final["A_f"], cell["steps"],
+                "" if cell["reached_zero"] or row == "before" else " (A_f > 0 at the end)", cell["seconds"])
+    return cell
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    sets: EvalSets = examples["_sets"]
-    index = torch.as_tensor(sets.retain_indices())
-    gallery_images, gallery_labels = sets.retain[0][index], sets.retain[1][index]
-    methods = [m for m in examples if m != "_sets"]
-    rows = []
-    for method in methods:
-        for case in ("retain", "forget"):
-            for q, neighbours in enumerate(examples[method][case]):
-                if case == "retain":
-                    query, label = gallery_images[q], int(gallery_labels[q])
-                else:
-                    query, label = sets.forget[0][q], int(sets.forget[1][q])
-                rows.append((method, case, query, label, neighbours))
-    topk = len(rows[0][4])
-    fig, axes = plt.subplots(len(rows), topk + 1, figsize=(1.2 * (topk + 1), 1.25 * len(rows)), squeeze=False)
-    for r, (method, case, query, label, neighbours) in enumerate(rows):
-        panels = [(query, None)] + [(gallery_images[n], int(gallery_labels[n]) == label) for n in neighbours]
-        for c, (image, hit) in enumerate(panels):
-            ax = axes[r][c]
-            ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
-            ax.set_xticks([])
-            ax.set_yticks([])
-            colour = "black" if hit is None else ("tab:green" if case == "retain" else "tab:red")
-            width = 3 if hit else 1
-            for spine in ax.spines.values():
-                spine.set_edgecolor(colour)
-                spine.set_linewidth(width)
-        axes[r][0].set_ylabel(f"{method}\n{case} q", fontsize=6)
-    fig.suptitle("Retrieval (top-5 of the retain gallery); thick frame = same class as the query", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+# ------------------------------------------------------------------------------------------------- report
+def load_cells(output_dir: Path) -> list[dict]:
+    """Every cell under ``output_dir/cells``."""
+    return [json.loads(path.read_text()) for path in sorted((output_dir / "cells").glob("*/*/k*-s*.json"))]
+
+
+def _order(names) -> list[str]:
+    rank = {name: i for i, name in enumerate(["before", *DEFAULT_ROWS, *ROWS])}
+    return sorted(set(names), key=lambda name: (rank.get(name, len(rank)), name))
 
 
 def _stat(values: list[float]) -> tuple[float, float]:
@@ -398,154 +419,249 @@ def _fmt(values: list[float], digits: int = 2) -> str:
     return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def summarise(runs: list[dict]) -> dict:
-    """mean/std over seeds of the headline numbers per (k, method)."""
-    summary: dict = {}
-    for run in runs:
-        entry = summary.setdefault(str(run["k"]), {}).setdefault(run["method"], {"seeds": []})
-        entry["seeds"].append(run["seed"])
-        values = {
-            "A_test": run["A_test"], "A_r": run["A_r"], "100-A_f": 100.0 - run["A_f"], "steps": run["steps"],
-            **{f"retain_{m}": v for m, v in run["retrieval"]["retain"].items()},
-            **{f"forget_{m}": v for m, v in run["retrieval"]["forget"].items()},
-        }
-        if run.get("mia"):
-            values["mia_forget_member_rate"] = 100.0 * run["mia"]["forget_member_rate"]
-            if "forget_auc" in run["mia"]:
-                values["mia_forget_auc"] = 100.0 * run["mia"]["forget_auc"]
-        for key, value in values.items():
-            entry.setdefault(key, []).append(value)
-    for methods in summary.values():
-        for entry in methods.values():
-            for key, value in list(entry.items()):
-                if key != "seeds":
-                    mean, std = _stat(value)
-                    entry[key] = {"mean": mean, "std": std, "values": value}
-    return summary
+def _group_cells(cells: list[dict]) -> dict:
+    """``{model: {k: {row: [cells sorted by seed]}}}``."""
+    groups: dict = {}
+    for cell in sorted(cells, key=lambda c: c["seed"]):
+        groups.setdefault(cell["model"], {}).setdefault(cell["k"], {}).setdefault(cell["row"], []).append(cell)
+    return groups
 
 
-def markdown_table(runs: list[dict], caption: str, raw_forward: float) -> str:
-    ks = sorted({r["k"] for r in runs})
-    methods = list(dict.fromkeys(r["method"] for r in runs))
-    cell = lambda k, m, f: _fmt([f(r) for r in runs if r["k"] == k and r["method"] == m])  # noqa: E731
-    lines = [caption, "", "| Metric | Method | " + " | ".join(f"k = {k}" for k in ks) + " |",
-             "|---|---|" + "---|" * len(ks)]
-    for label, fn in (("A_test (↑)", lambda r: r["A_test"]), ("A_r (↑)", lambda r: r["A_r"]),
-                      ("100−A_f (↑)", lambda r: 100.0 - r["A_f"])):
-        for i, m in enumerate(methods):
-            lines.append(f"| {label if i == 0 else ''} | {m} | " + " | ".join(cell(k, m, fn) for k in ks) + " |")
-    lines += ["", "Retrieval (cosine, retain gallery; retain→retain and forget→retain, %), MIA (forget samples called "
-              "'member' by the loss attack, %; forget-vs-unseen-test AUC, %), steps to forget, wall time split "
-              "(s: probes / importance+set-up / unlearning / evaluation), peak memory (MiB), evaluation and raw forward "
-              "speed (images/s). Mean over seeds.", ""]
-    header = ("| k | Method | R@1/5/10/mAP retain | R@1/5/10/mAP forget | MIA member % | MIA AUC % | steps | "
-              "probes s | importance+set-up s | unlearning s | eval s | peak MiB | eval img/s | raw fwd img/s |")
-    lines += [header, "|" + "---|" * (header.count("|") - 1)]
-    for k in ks:
-        for m in methods:
-            rs = [r for r in runs if r["k"] == k and r["method"] == m]
-            if not rs:
-                continue
-            mean = lambda f: float(np.mean([f(r) for r in rs]))  # noqa: E731
-            ret = lambda case: "/".join(f"{mean(lambda r: r['retrieval'][case][x]):.1f}" for x in ("R@1", "R@5", "R@10", "mAP"))  # noqa: E501,E731
-            mia = f"{mean(lambda r: 100 * r['mia']['forget_member_rate']):.1f}" if rs[0].get("mia") else "–"
-            auc = f"{mean(lambda r: 100 * r['mia']['forget_auc']):.1f}" if rs[0].get("mia", {}).get("forget_auc") is not None else "–"
-            ph = lambda key: f"{mean(lambda r: r['seconds_phases'].get(key, 0.0)):.1f}"  # noqa: E731
-            peak = mean(lambda r: max(v["peak_mib"] for v in r["peak_memory"].values()) if "unlearning" in r["peak_memory"] else r["peak_memory"]["peak_mib"])
-            lines.append(
-                f"| {k} | {m} | {ret('retain')} | {ret('forget')} | {mia} | {auc} | {mean(lambda r: r['steps']):.0f} | "
-                f"{ph('probes')} | {ph('importance_setup')} | {ph('unlearning')} | {ph('evaluation')} | {peak:.0f} | "
-                f"{mean(lambda r: r['eval_images_per_second']):.0f} | {raw_forward:.0f} |"
-            )
+def table2(cells: list[dict]) -> str:
+    """Paper Table 2 layout per Before model: A_test / A_r / 100−A_f (mean ± sample std over seeds) per k.
+
+    ``[n/m]`` after 100−A_f: seeds that reached A_f = 0 within the pass cap; ``†``: some seed did not, so its
+    A_test and A_r are at the cap, not at complete forgetting.
+    """
+    lines = []
+    for model, by_k in _group_cells(cells).items():
+        ks = sorted(by_k)
+        rows = _order(row for by_row in by_k.values() for row in by_row)
+        lines += [f"**{model}**", "", "| Metric | Method | " + " | ".join(f"k = {k}" for k in ks) + " |",
+                  "|---|---|" + "---|" * len(ks)]
+        for label, key in (("A_test (↑)", "A_test"), ("A_r (↑)", "A_r"), ("100−A_f (↑)", "A_f")):
+            for i, row in enumerate(rows):
+                entries = []
+                for k in ks:
+                    runs = by_k[k].get(row, [])
+                    values = [(100.0 - c["final"]["A_f"]) if key == "A_f" else c["final"][key] for c in runs]
+                    text = _fmt(values)
+                    zero = sum(c["reached_zero"] for c in runs)
+                    if runs and row != "before":
+                        text += f" [{zero}/{len(runs)}]" if key == "A_f" else (" †" if zero < len(runs) else "")
+                    entries.append(text)
+                lines.append(f"| {label if i == 0 else ''} | {row} | " + " | ".join(entries) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def level_keys() -> list[str]:
+    return ["start"] + [AccuracyAtForgetLevels.level_key(level) for level in LEVELS]
+
+
+def tradeoff_table(cells: list[dict]) -> str:
+    """A_test / A_r (mean over the seeds that reached the level; ``(n/m)`` when not all did) at step 0 and at
+    the first step with A_f <= each level."""
+    keys = level_keys()
+    header = ["step 0"] + [f"A_f ≤ {key}" if key != "0" else "A_f = 0" for key in keys[1:]]
+    lines = ["| Model | k | Method | " + " | ".join(header) + " |", "|---|---|---|" + "---|" * len(keys)]
+    for model, by_k in _group_cells(cells).items():
+        for k in sorted(by_k):
+            for row in _order(by_k[k]):
+                runs = by_k[k][row]
+                if row == "before":
+                    continue
+                entries = []
+                for key in keys:
+                    hits = [c["levels"][key] for c in runs if key in c["levels"]]
+                    if not hits:
+                        entries.append("–")
+                        continue
+                    text = " / ".join(f"{np.mean([h[m] for h in hits]):.1f}" for m in ("A_test", "A_r"))
+                    entries.append(text + ("" if len(hits) == len(runs) else f" ({len(hits)}/{len(runs)})"))
+                lines.append(f"| {model} | {k} | {row} | " + " | ".join(entries) + " |")
     return "\n".join(lines) + "\n"
 
 
-def caption_for(profile: dict, device: torch.device, runs: list[dict], complete: bool, wall: float) -> str:
-    seeds = sorted({r["seed"] for r in runs})
-    ks = sorted({r["k"] for r in runs})
-    subset = "" if complete and ks == sorted(profile["ks"]) else " PARTIAL RUN (only the rows below were run)."
-    reductions = []
-    if profile["retain_eval_size"]:
-        reductions.append(f"A_r, retrieval, consistency and MIA members on a fixed subsample of {profile['retain_eval_size']} retain images")
-    if profile["test_eval_size"]:
-        reductions.append(f"A_test and MIA non-members on a fixed subsample of {profile['test_eval_size']} test images")
-    reductions.append(f"probes with {profile['probe_num_steps']} PGD iterations")
-    reductions.append(f"StructGuard importance over {profile['importance_num_samples']} probe samples")
-    if profile["max_steps"] and profile["max_steps"] > 0:  # Trainer: max_steps overrides the pass cap
-        reductions.append(f"at most {profile['max_steps']} optimisation steps per method (stops earlier at A_f = 0)")
-    else:
-        reductions.append(f"at most {profile['num_train_epochs']:g} passes over the probe set")
+def hit_rate_table(cells: list[dict]) -> str:
+    """Target-hit rate (%) of each probe set under its Before model, mean ± std over seeds, per PGD radius ε."""
+    rates: dict = {}
+    for cell in cells:
+        if "probes" in cell:
+            key = (cell["model"], cell["k"], cell["probes"]["epsilon"])
+            rates.setdefault(key, {})[cell["seed"]] = cell["probes"]["target_hit_rate"]
+    lines = ["| Model | k | ε | probes hitting their target (%) | seeds |", "|---|---|---|---|---|"]
+    for (model, k, eps), by_seed in sorted(rates.items()):
+        lines.append(f"| {model} | {k} | {eps:g} | {_fmt(list(by_seed.values()), 1)} | {len(by_seed)} |")
+    return "\n".join(lines) + "\n"
+
+
+def cost_table(cells: list[dict]) -> str:
+    """Steps, passes and wall time per phase (mean over seeds), and each StructGuard row's time / L2UL's."""
+    phases = ("probes", "importance_setup", "unlearning", "evaluation")
+    lines = ["| Model | k | Method | steps | passes | probes s | importance+set-up s | unlearning s | eval s | "
+             "total s | ÷ L2UL |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    total = lambda c: sum(c["seconds_phases"].get(p, 0.0) for p in phases)  # noqa: E731
+    for model, by_k in _group_cells(cells).items():
+        for k in sorted(by_k):
+            l2ul = [total(c) for c in by_k[k].get("l2ul", [])]
+            for row in _order(by_k[k]):
+                runs = by_k[k][row]
+                if row == "before":
+                    continue
+                mean = lambda f: float(np.mean([f(c) for c in runs]))  # noqa: E731
+                ratio = f"{mean(total) / np.mean(l2ul):.2f}" if l2ul and row.startswith("structguard") else ""
+                lines.append(
+                    f"| {model} | {k} | {row} | {mean(lambda c: c['steps']):.0f} | {mean(lambda c: c['passes']):.1f} | "
+                    + " | ".join(f"{mean(lambda c, p=p: c['seconds_phases'].get(p, 0.0)):.1f}" for p in phases)
+                    + f" | {mean(total):.1f} | {ratio} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def tradeoff_points(runs: list[dict]) -> list[tuple[float, float]]:
+    """``(100−A_f, A_test)`` seed means at step 0, at each forget level (over the seeds that reached it, at the
+    A_f measured there) and at the end of the run; a point repeated by levels passed in one step is kept once."""
+    points = []
+    for key in level_keys():
+        hits = [run["levels"][key] for run in runs if key in run.get("levels", {})]
+        if hits:
+            points.append((100 - float(np.mean([h["A_f"] for h in hits])), float(np.mean([h["A_test"] for h in hits]))))
+    points.append((100 - float(np.mean([r["final"]["A_f"] for r in runs])),
+                   float(np.mean([r["final"]["A_test"] for r in runs]))))
+    return [p for i, p in enumerate(points) if i == 0 or p != points[i - 1]]
+
+
+def plot_tradeoff(cells: list[dict], path: Path) -> Path | None:
+    """A_test against 100−A_f per method (:func:`tradeoff_points`, square = end of the run), one panel per
+    (model, k); Before as a black star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _group_cells(cells)
+    ks = sorted({k for by_k in groups.values() for k in by_k})
+    if not ks:
+        return None
+    fig, axes = plt.subplots(len(groups), len(ks), figsize=(4.2 * len(ks), 3.4 * len(groups)), squeeze=False)
+    colours = {row: f"C{i % 10}" for i, row in enumerate(_order(c["row"] for c in cells if c["row"] != "before"))}
+    for r, (model, by_k) in enumerate(groups.items()):
+        for c, k in enumerate(ks):
+            ax = axes[r][c]
+            ax.set_title(f"{model}, k = {k}", fontsize=9)
+            ax.set_xlabel("100 − A_f (%)")
+            ax.set_ylabel("A_test (%)")
+            for row, runs in by_k.get(k, {}).items():
+                points = tradeoff_points(runs)
+                if row == "before":  # no levels: its one point
+                    ax.plot(*points[-1], "k*", markersize=10, label="before")
+                    continue
+                ax.plot(*zip(*points), marker="o", markersize=3, color=colours[row], label=row)
+                ax.plot(*points[-1], marker="s", markersize=5, color=colours[row])
+            ax.set_xlim(-2, 102)
+            ax.grid(alpha=0.3)
+    legend = {}
+    for ax in axes.flat:
+        legend.update(zip(ax.get_legend_handles_labels()[1], ax.get_legend_handles_labels()[0]))
+    names = _order(legend)
+    fig.legend([legend[n] for n in names], names, loc="lower center", ncol=min(len(names), 5), fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def caption_for(cells: list[dict]) -> str:
+    """States every setting that applies to all methods alike, read from the cells themselves."""
+    def values(getter, source=lambda c: c["settings"].get("config")) -> str:
+        found = sorted({str(getter(source(c))) for c in cells if source(c) is not None})
+        return " / ".join(found) if found else "–"
+
+    evals = lambda key: values(lambda e: e.get(key) or "all", lambda c: c["settings"]["eval"])  # noqa: E731
     return (
-        f"**Table ({profile_name(profile)} profile, {device.type}).** Unlearning of k random training images; "
-        f"k = {ks}, seeds = {seeds} (forget set, probes and method seed), mean ± std (sample std) over seeds.{subset} "
-        f"Settings applied to every method alike: {'; '.join(reductions)}. Total wall time {wall / 60:.1f} min."
+        "**Table (benchmark v2).** Unlearning of k random training images until A_f = 0, capped at "
+        f"{values(lambda c: c['num_train_epochs'])} passes over the probe set (step cap "
+        f"{values(lambda c: c['max_steps'])}, -1 = none); seeds {sorted({c['seed'] for c in cells})} (forget set, "
+        "probes and method seed); mean ± sample std over the seeds present. Settings applied to every method "
+        f"alike: A_r on a fixed subsample of {evals('retain_eval_size')} retain images and A_test on "
+        f"{evals('test_eval_size')} test images (eval seed {evals('eval_seed')}); probes with "
+        f"{values(lambda c: c['probe_num_steps'])} PGD iterations; StructGuard importance over "
+        f"{values(lambda c: c['importance_num_samples'])} probe samples. [n/m]: seeds that reached A_f = 0 within "
+        "the cap; †: some seeds stopped at the cap, their A_test / A_r are taken there."
     )
 
 
-def profile_name(profile: dict) -> str:
-    return "CUDA (paper settings)" if profile.get("device") == "cuda" else "CPU (reduced)"
+def write_report(output_dir: Path) -> str:
+    """``report.md`` (Table 2 layout, trade-off, probe hit rate, cost) and ``plots/tradeoff.png`` from the cells."""
+    cells = load_cells(output_dir)
+    if not cells:
+        raise FileNotFoundError(f"no cells under {output_dir / 'cells'}")
+    report = "\n".join([
+        caption_for(cells), "", table2(cells),
+        "**Accuracy at equal forgetting** (A_test / A_r, %, mean over seeds; step 0 is after the method's set-up, "
+        "e.g. with StructGuard's fresh projector; (n/m): seeds that reached the level).", "", tradeoff_table(cells),
+        "**Probe sets** (target-hit rate under the Before model).", "", hit_rate_table(cells),
+        "**Cost** (mean over seeds; wall time by phase; ÷ L2UL: total time relative to L2UL's at the same k).", "",
+        cost_table(cells),
+    ])
+    write_atomic(output_dir / "report.md", report)
+    plot_tradeoff(cells, output_dir / "plots" / "tradeoff.png")
+    return report
 
 
-def write_outputs(output_dir, args, profile, device, runs, sources, setup_seconds, raw_forward, total_started,
-                  complete: bool) -> dict:
-    wall = time.perf_counter() - total_started
-    caption = caption_for(profile, device, runs, complete, wall)
-    content = {
-        "caption": caption,
-        "complete": complete,
-        "profile": args.profile,
-        "settings": profile,
-        "arguments": {k: v for k, v in vars(args).items()},
-        "device": str(device),
-        "cpu_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "before_source": sources["before"],
-        "anchors": sources["anchors"],
-        "setup_seconds": setup_seconds,
-        "raw_forward_images_per_second": raw_forward,
-        "total_seconds": wall,
-        "versions": library_versions(),
-        "summary": summarise(runs),
-        "runs": [{k: v for k, v in r.items()} for r in runs],
-    }
-    (output_dir / "benchmark.json").write_text(json.dumps(content, indent=1, default=str))
-    table = markdown_table(runs, caption, raw_forward)
-    (output_dir / "table.md").write_text(table)
-    if complete:
-        print(table)
-    return content
+def resolve_profile(args: argparse.Namespace) -> dict:
+    overrides = {k: v for k, v in vars(args).items() if k in PROFILES["cpu"] and v is not None}
+    profile = {**PROFILES[args.profile], **overrides}
+    if profile["max_steps"] is None or profile["max_steps"] <= 0:
+        profile["max_steps"] = -1
+    return profile
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default=None, help="Dataset folder or Hub id (empty: the embedded digits data).")
-    parser.add_argument("--model_name_or_path", default=None, help="The Before model (empty: train the cached default).")
+    parser.add_argument("--model_name_or_path", nargs="+", action="extend", default=None,
+                        help="Before model(s), each 'tag=source' or 'source' (tag: its last path component).")
     parser.add_argument("--cifar_stem", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     parser.add_argument("--text_encoder", default=None, help="Anchor text encoder (default: the pipeline's).")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="Default: the profile's.")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--rows", "--methods", nargs="+", default=list(DEFAULT_ROWS),
+                        help=f"Rows to run (Before is always evaluated); known: {', '.join(ROWS)}.")
     parser.add_argument("--ablations", nargs="*", default=[], choices=sorted(ABLATIONS))
-    parser.add_argument("--example_methods", nargs="*", default=["l2ul", "structguard"],
-                        help="Methods shown in the retrieval grid (with Before).")
     parser.add_argument("--ks", nargs="+", type=int, default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--retain_eval_size", type=int, default=None)
     parser.add_argument("--test_eval_size", type=int, default=None)
     parser.add_argument("--probe_num_steps", type=int, default=None)
     parser.add_argument("--importance_num_samples", type=int, default=None)
-    parser.add_argument("--num_train_epochs", type=float, default=None)
-    parser.add_argument("--max_steps", type=int, default=None, help="Step cap; <= 0 = none.")
+    parser.add_argument("--num_train_epochs", type=float, default=None, help="Pass cap over the probe set.")
+    parser.add_argument("--max_steps", type=int, default=None, help="Step cap; <= 0 = none (the default).")
     parser.add_argument("--drift_every_steps", type=int, default=None)
     parser.add_argument("--mia", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     parser.add_argument("--eval_seed", type=int, default=0, help="Seed of the fixed retain/test subsamples.")
-    parser.add_argument("--output_dir", default="benchmarks/results/cpu")
-    return parser.parse_args(argv)
+    parser.add_argument("--output_dir", default="benchmarks/results/v2")
+    parser.add_argument("--report", action="store_true", help="Only rebuild report.md and the plots from the cells.")
+    args = parser.parse_args(argv)
+    if not args.report and not args.model_name_or_path:
+        parser.error("--model_name_or_path is required (except with --report)")
+    return args
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> str:
+    """Runs the requested grid (unless ``--report``), then writes and prints the report of every cell."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_benchmark(parse_args(argv))
+    args = parse_args(argv)
+    if not args.report:
+        run_grid(args)
+    report = write_report(Path(args.output_dir))
+    print(report)
+    return report
 
 
 if __name__ == "__main__":

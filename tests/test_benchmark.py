@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/run_benchmark.py on the embedded digits data with tiny settings."""
+"""benchmarks/run_benchmark.py: rows and grid order, the resumable cell cache, the report from cells."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import pytest
 
 from hf_structguard.data import load_image_data
-from hf_structguard.modeling import build_model
 
 from _scripts import load_script
+from _unlearning_helpers import tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -17,55 +17,121 @@ def bench():
     return load_script("benchmarks/run_benchmark.py")
 
 
-def test_variants_and_profiles(bench):
-    variants = bench.method_variants(["neggrad", "structguard"], ["components", "anchors"])
-    names = [name for name, _, _ in variants]
-    assert names[:2] == ["neggrad", "structguard"]
-    assert "structguard[-SA]" in names and "structguard[visual]" in names
-    assert all(method == "structguard" for name, method, _ in variants if name.startswith("structguard["))
+def test_rows_grid_and_models(bench):
+    rows = bench.select_rows(["neggrad", "structguard"], ["anchors"])
+    assert rows == ["neggrad", "structguard", "structguard[visual]"]
+    with pytest.raises(ValueError, match="unknown row"):
+        bench.select_rows(["no-such-row"])
     with pytest.raises(ValueError, match="unknown ablation"):
-        bench.method_variants(["neggrad"], ["nope"])
-    with pytest.raises(ValueError):
-        bench.method_variants(["no-such-method"], [])
-    assert bench.PROFILES["cpu"]["ks"] == [16, 64] and bench.PROFILES["cuda"]["ks"] == [16, 64, 128, 256]
-    assert bench.PROFILES["cuda"]["retain_eval_size"] is None and bench.PROFILES["cuda"]["probe_num_steps"] == 100
+        bench.select_rows(["neggrad"], ["nope"])
+    bench.ROWS["test[bad-field]"] = ("l2ul", {"no_such_field": 1})
+    try:
+        with pytest.raises(ValueError, match="no_such_field"):
+            bench.select_rows(["test[bad-field]"])
+    finally:
+        del bench.ROWS["test[bad-field]"]
+    assert set(bench.DEFAULT_ROWS) <= set(bench.ROWS)
+    # the two smallest k for every seed first, then the rest, seed-major
+    assert bench.grid_order([128, 16, 64], [0, 1]) == [(0, 16), (0, 64), (1, 16), (1, 64), (0, 128), (1, 128)]
+    assert bench.parse_models(["gen=local-dir:/a/b", "local-dir:/c/memorised/"]) == {
+        "gen": "local-dir:/a/b", "memorised": "local-dir:/c/memorised/"}
+    with pytest.raises(ValueError, match="share the tag"):
+        bench.parse_models(["/a/x", "/b/x"])
+    assert bench.PROFILES["cpu"]["max_steps"] == -1 and bench.PROFILES["cpu"]["ks"] == [16, 64, 128]
 
 
-def test_benchmark_end_to_end_on_digits(bench, tmp_path):
+@pytest.fixture(scope="module")
+def before_dir(tmp_path_factory):
     data = load_image_data(None)
-    model = build_model("resnet10t", num_labels=data.num_classes, class_names=data.class_names, image_size=16,
-                        pretrained=False)
-    model.save_pretrained(tmp_path / "before")
+    model = tiny_model(num_labels=data.num_classes)
+    folder = tmp_path_factory.mktemp("before")
+    model.save_pretrained(folder)
+    return folder
+
+
+def _grid_args(before_dir, out, *extra):
+    return ["--model_name_or_path", f"tiny={before_dir}", "--rows", "neggrad", "--ks", "2", "--seeds", "0",
+            "--retain_eval_size", "48", "--test_eval_size", "40", "--probe_num_steps", "2",
+            "--num_train_epochs", "3", "--drift_every_steps", "1", "--output_dir", str(out), *extra]
+
+
+def test_cells_are_cached_skipped_and_recomputed_on_a_changed_setting(bench, before_dir, tmp_path, monkeypatch):
     out = tmp_path / "bench"
-    content = bench.main([
-        "--model_name_or_path", str(tmp_path / "before"),
-        "--methods", "neggrad", "fisher", "structguard",
-        "--ablations", "anchors",
-        "--example_methods", "structguard",
-        "--ks", "2", "--seeds", "0", "1",
-        "--retain_eval_size", "48", "--test_eval_size", "40",
-        "--probe_num_steps", "2", "--importance_num_samples", "16",
-        "--num_train_epochs", "1", "--max_steps", "2", "--drift_every_steps", "1",
-        "--output_dir", str(out),
-    ])
-    assert content["complete"]
-    runs = content["runs"]
-    assert {r["method"] for r in runs} == {"before", "neggrad", "fisher", "structguard", "structguard[visual]"}
-    assert len(runs) == 2 * 5
-    for run in runs:
-        assert {"A_test", "A_r", "A_f", "retrieval", "mia", "seconds_phases", "peak_memory"} <= set(run)
-        assert run["sizes"]["retain"] == 48 and run["sizes"]["test"] == 40
-        assert run["eval_images_per_second"] > 0
-        if run["method"] != "before":
-            assert {"probes", "importance_setup", "unlearning", "evaluation"} <= set(run["seconds_phases"])
-            assert run["steps"] <= 2
-    summary = content["summary"]["2"]["structguard"]
-    assert summary["seeds"] == [0, 1] and {"mean", "std"} <= set(summary["A_test"])
-    assert content["raw_forward_images_per_second"] > 0
-    saved = json.loads((out / "benchmark.json").read_text())
-    assert saved["settings"]["max_steps"] == 2
-    table = (out / "table.md").read_text()
-    assert "A_test" in table and "100−A_f" in table and "| structguard[visual] |" in table and "±" in table
-    assert "test images" in table and "raw fwd img/s" in table
-    for name in ("consistency_k2.png", "retrieval_k2.png", "structural_drift_k2.png"):
-        assert (out / "plots" / name).stat().st_size > 0
+    bench.main(_grid_args(before_dir, out))
+    before_cell = json.loads((out / "cells" / "tiny" / "before" / "k2-s0.json").read_text())
+    cell = json.loads((out / "cells" / "tiny" / "neggrad" / "k2-s0.json").read_text())
+    assert before_cell["steps"] == 0 and {"A_test", "A_r", "A_f"} <= set(before_cell["final"])
+    assert cell["steps"] <= 3 and cell["reached_zero"] == (cell["final"]["A_f"] == 0.0)
+    assert cell["levels"]["start"]["step"] == 0 and {"A_test", "A_r", "A_f"} <= set(cell["levels"]["start"])
+    assert {"probes", "importance_setup", "unlearning", "evaluation"} <= set(cell["seconds_phases"])
+    assert cell["probes"]["num"] == 40 and 0 <= cell["probes"]["target_hit_rate"] <= 100
+    assert cell["settings"]["config"]["max_steps"] == -1 and cell["settings"]["config"]["num_train_epochs"] == 3
+
+    calls = []
+    real = bench.run_method_cell
+    monkeypatch.setattr(bench, "run_method_cell", lambda *a, **kw: calls.append(a[0]) or real(*a, **kw))
+    bench.main(_grid_args(before_dir, out))
+    assert calls == []  # same settings: skipped
+    assert json.loads((out / "cells" / "tiny" / "neggrad" / "k2-s0.json").read_text()) == cell
+    bench.main(_grid_args(before_dir, out, "--probe_num_steps", "3"))
+    assert calls == ["neggrad"]  # a changed setting recomputes the cell
+    changed = json.loads((out / "cells" / "tiny" / "neggrad" / "k2-s0.json").read_text())
+    assert changed["fingerprint"] != cell["fingerprint"] and changed["settings"]["config"]["probe_num_steps"] == 3
+
+
+def _cell(row, seed, a_test, a_r, a_f, k=16, levels=None, seconds=1.0, model="gen"):
+    cell = {"model": model, "row": row, "k": k, "seed": seed, "steps": 0 if row == "before" else 10, "passes": 2.5,
+            "final": {"A_test": a_test, "A_r": a_r, "A_f": a_f}, "reached_zero": a_f == 0.0,
+            "seconds_phases": {"evaluation": seconds},
+            "settings": {"eval": {"test_eval_size": 2000}, "k": k, "seed": seed}}
+    if row != "before":
+        cell["levels"] = levels or {}
+        cell["probes"] = {"epsilon": 4.0, "target_hit_rate": 90.0 + seed, "num": 320, "seconds": 0.0}
+        cell["settings"]["config"] = {"num_train_epochs": 100.0, "max_steps": -1, "probe_num_steps": 10,
+                                      "importance_num_samples": 2000}
+    return cell
+
+
+def test_report_from_hand_made_cells(bench, tmp_path):
+    lv = lambda step, a_f, a_test: {"step": step, "A_f": a_f, "A_test": a_test, "A_r": a_test + 5}  # noqa: E731
+    cells = [
+        _cell("before", 0, 81.0, 99.0, 90.0), _cell("before", 1, 81.0, 99.0, 95.0),
+        _cell("l2ul", 0, 70.0, 72.0, 0.0, seconds=10.0,
+              levels={"start": lv(0, 90.0, 80.0), "75": lv(3, 60.0, 78.0), "50": lv(3, 40.0, 78.0),
+                      "25": lv(5, 20.0, 74.0), "0": lv(9, 0.0, 70.0)}),
+        _cell("l2ul", 1, 80.0, 84.0, 12.5, seconds=20.0,  # stopped at the cap
+              levels={"start": lv(0, 95.0, 81.0), "75": lv(2, 75.0, 79.0), "50": lv(4, 50.0, 76.0),
+                      "25": lv(8, 12.5, 71.0)}),
+        _cell("structguard", 0, 60.0, 65.0, 0.0, seconds=30.0), _cell("structguard", 1, 62.0, 66.0, 0.0, seconds=30.0),
+    ]
+    for cell in cells:
+        path = bench.cell_path(tmp_path, cell["model"], cell["row"], cell["k"], cell["seed"])
+        bench.write_json_atomic(path, cell)
+    report = bench.main(["--report", "--output_dir", str(tmp_path)])
+    lines = report.splitlines()
+    row = lambda label, method: next(x for x in lines if x.startswith(f"| {label} | {method} |"))  # noqa: E731
+    assert row("A_test (↑)", "before") == "| A_test (↑) | before | 81.00 ± 0.00 |"
+    assert lines.index(row("A_test (↑)", "before")) < lines.index(row("", "l2ul"))  # Before first
+    l2ul = [x for x in lines if x.startswith("|  | l2ul |") or x.startswith("| A_r (↑) | l2ul |")]
+    assert "| 75.00 ± 7.07 † |" in l2ul[0]  # A_test of the two seeds; one stopped at the cap
+    assert row("100−A_f (↑)", "before").endswith("| 7.50 ± 3.54 |")
+    assert any(x.endswith("| l2ul | 93.75 ± 8.84 [1/2] |") for x in lines)
+    assert any(x.endswith("| structguard | 100.00 ± 0.00 [2/2] |") for x in lines)
+    # trade-off: mean over the seeds that reached each level, (n/m) when not all did
+    tradeoff = next(x for x in lines if x.startswith("| gen | 16 | l2ul |") and "80.5 / 85.5" in x)
+    assert tradeoff.endswith("| 80.5 / 85.5 | 78.5 / 83.5 | 77.0 / 82.0 | 72.5 / 77.5 | 70.0 / 75.0 (1/2) |")
+    assert "| gen | 16 | 4 | 90.5 ± 0.7 | 2 |" in report  # hit rate over the two seeds
+    cost = next(x for x in lines if x.startswith("| gen | 16 | structguard | 10 |"))
+    assert cost.endswith("| 30.0 | 2.00 |")  # 30 s against L2UL's mean 15 s
+    caption = lines[0]
+    assert "10 PGD iterations" in caption and "100.0 passes" in caption and "2000 test images" in caption
+    assert (tmp_path / "report.md").read_text() == report
+    assert (tmp_path / "plots" / "tradeoff.png").stat().st_size > 0
+
+
+def test_tradeoff_points_keep_levels_passed_together_once(bench):
+    lv = {"step": 0, "A_f": 87.5, "A_test": 8.0, "A_r": 7.0}  # e.g. a fresh projector: levels met at step 0
+    runs = [_cell("structguard", 0, 70.0, 80.0, 25.0, levels={"start": lv, "75": lv, "50": lv, "25": lv}),
+            _cell("structguard", 1, 72.0, 82.0, 12.5, levels={"start": lv, "75": lv, "50": lv, "25": lv})]
+    assert bench.tradeoff_points(runs) == [(12.5, 8.0), (81.25, 71.0)]
+    assert bench.tradeoff_points([_cell("before", 0, 81.0, 99.0, 90.0)]) == [(10.0, 81.0)]

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..lora import trainable_parameters
 from .batching import ProbeDataset, cyclic_batch, cyclic_indices
-from .callbacks import ForgetAccuracyStopping, MethodHooksCallback, StructureDriftCallback
+from .callbacks import AccuracyAtForgetLevels, ForgetAccuracyStopping, MethodHooksCallback, StructureDriftCallback
 from .config import UnlearningConfig
 from .trainer import UnlearningResult, UnlearningTrainer
 
@@ -68,6 +68,7 @@ def run_unlearning(
 
 
 __all__ = [
+    "AccuracyAtForgetLevels",
     "ForgetAccuracyStopping",
     "MethodHooksCallback",
     "ProbeDataset",

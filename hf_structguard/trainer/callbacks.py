@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 
@@ -117,3 +118,71 @@ class IntervalPrinterCallback(PrinterCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if _print_due(state, logs, self.every):
             super().on_log(args, state, control, logs=logs, **kwargs)
+
+class AccuracyAtForgetLevels(TrainerCallback):
+    """Accuracy on fixed evaluation sets at step 0 and when the forget accuracy first reaches each level.
+
+    At ``on_train_begin`` (step 0, after the method's set-up) and after every step, evaluates the forget
+    accuracy ``A_f`` on ``forget``; the first time ``A_f <= level`` it evaluates every set of ``eval_sets``
+    once and records them for that level (levels passed in one step are recorded at that step, levels
+    already met at step 0 at step 0). Evaluation is deterministic: eval mode, the deployed path
+    ``model(x).logits``, no gradients, fixed batches; the model's train/eval mode is restored.
+
+    Args:
+        forget: ``(images, labels)`` of the forget set (original labels).
+        eval_sets: name -> ``(images, labels)``, e.g. ``{"A_test": ..., "A_r": ...}``.
+        levels: forget accuracies in percent.
+        batch_size: evaluation batch size.
+
+    After training: ``records`` (``{"start": {...}, "<level>": {...}}``, each ``{"step", "A_f", <name>: %}``;
+    unreached levels are absent) and ``seconds`` (wall time of these evaluations).
+    """
+
+    def __init__(
+        self,
+        forget: tuple[Any, Any],
+        eval_sets: dict[str, tuple[Any, Any]],
+        levels: tuple[float, ...] = (75.0, 50.0, 25.0, 0.0),
+        batch_size: int = 256,
+    ) -> None:
+        self.forget = forget
+        self.eval_sets = eval_sets
+        self.levels = tuple(float(level) for level in levels)
+        self.batch_size = batch_size
+        self.records: dict[str, dict] = {}
+        self.seconds = 0.0
+
+    @staticmethod
+    def level_key(level: float) -> str:
+        return f"{level:g}"
+
+    def _accuracy(self, model, images, labels) -> float:
+        device = next(model.parameters()).device
+        correct = 0
+        for chunk, target in zip(images.split(self.batch_size), labels.split(self.batch_size)):
+            correct += int((model(chunk.to(device)).logits.argmax(dim=1).cpu() == target.cpu()).sum())
+        return 100.0 * correct / len(labels)
+
+    def _check(self, model, step: int, start: bool = False) -> None:
+        started = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                forget_accuracy = self._accuracy(model, *self.forget)
+                new = [self.level_key(level) for level in self.levels
+                       if self.level_key(level) not in self.records and forget_accuracy <= level]
+                if start or new:
+                    record = {"step": step, "A_f": forget_accuracy}
+                    record.update({name: self._accuracy(model, *pair) for name, pair in self.eval_sets.items()})
+                    for key in (["start"] if start else []) + new:
+                        self.records[key] = dict(record)
+        finally:
+            model.train(was_training)
+        self.seconds += time.perf_counter() - started
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._check(model, state.global_step, start=True)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self._check(model, state.global_step)
