@@ -2,7 +2,8 @@
 
 Per step, with a probe minibatch ``x_s`` (target labels ``y_s``) and a forget minibatch ``x_f``:
 
-- ``deletion  = −n_f/(n_f+n_a)·CE(logits(x_f), y_f)``;
+- ``deletion  = −n_f/(n_f+n_a)·CE(logits(x_f), y_f)`` (``deletion_loss="ascent"``; ``"nearest_wrong"``:
+  ``+n_f/(n_f+n_a)·CE(logits(x_f), ŷ_f)`` with ``ŷ_f`` the highest-scoring wrong class);
 - ``retention =  n_a/(n_f+n_a)·CE(h(p(g(x_s))), y_s)``;
 - ``alignment = L_align(S_ori[x_s], S_unl[x_s])`` (:func:`~hf_structguard.structure.alignment_loss`);
 - ``regularization = ½ Σ_j I_j (ψ_j − ψ_j^ori)²`` over the feature extractor ψ, zero until the importance
@@ -21,8 +22,10 @@ Two presets (:attr:`StructGuard.presets`, picked with ``structguard_preset``):
   the projector's BatchNorm frozen after the first forget-accuracy check, PGD step 0.1, stop from pass 1.
 - ``default`` — a residual projector ``z + MLP(z)`` whose last layer starts at zero (the deployed model is
   the Before model until the first update, and ``S_unl = S_ori``), deletion and retention on the deployed
-  path ``h(p(g(x)))``, BatchNorm running statistics frozen at the Before model's, importance once at step 1,
-  PGD step 2.5·ε/iterations, stop from the first step.
+  path ``h(p(g(x)))``, a bounded deletion term (``+CE`` towards each forget sample's highest-scoring wrong
+  class instead of the unbounded ``−CE``), BatchNorm running statistics frozen at the Before model's,
+  importance once at step 1, PGD step 2.5·ε/iterations, stop from the first step. Chosen on retained
+  training data (A_r) over forget seeds (README, "Choosing the default").
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ class StructGuard(UnlearningMethod):
             "importance_schedule": "once",
             "importance_normalization": "none",
             "projector_eval_after_first_check": False,
-            "deletion_loss": "ascent",
+            "deletion_loss": "nearest_wrong",
             "stop_check_from_epoch": 0,
         },
     }
