@@ -106,6 +106,10 @@ ROWS: dict[str, tuple[str, dict]] = {
     "structguard": ("structguard", {}),
     "structguard[reference]": ("structguard", {"structguard_preset": "reference"}),
     "l2ul[frozen-bn]": ("l2ul", {"batchnorm": "frozen"}),
+    # what the default's changes are worth on their own: the paper's deletion in the default, the default's
+    # deletion in L2UL
+    "structguard[ascent]": ("structguard", {"deletion_loss": "ascent"}),
+    "l2ul[nearest-wrong]": ("l2ul", {"deletion_loss": "nearest_wrong"}),
     # StructGuard ablations (paper Tables 4-6): structure-aware alignment (SA), regularisation (SR),
     # classifier regularisation (CR)
     "structguard[-SA]": ("structguard", {"use_alignment": False}),

@@ -174,20 +174,6 @@ def importance_penalty(
     return 0.5 * torch.stack(terms).sum()
 
 
-def normalize_importance(importance: dict[str, torch.Tensor], how: str = "none") -> dict[str, torch.Tensor]:
-    """``I`` as is (``"none"``) or divided by its mean over every entry of every tensor (``"mean"``)."""
-    if how == "none":
-        return importance
-    if how != "mean":
-        raise ValueError(f"importance normalization must be 'none' or 'mean', got {how!r}")
-    total = sum(value.sum() for value in importance.values())
-    count = sum(value.numel() for value in importance.values())
-    mean = total / count
-    if not mean > 0:
-        return importance
-    return {name: value / mean for name, value in importance.items()}
-
-
 def elastic_net(weight: torch.Tensor, l1_ratio: float = 0.99) -> torch.Tensor:
     """Classifier regulariser ``l1_ratio·‖W‖₁ + ½(1 − l1_ratio)·‖W‖²_F`` (0.99‖W‖₁ + ½·0.01‖W‖²_F by default)."""
     return l1_ratio * weight.abs().sum() + 0.5 * (1 - l1_ratio) * weight.pow(2).sum()

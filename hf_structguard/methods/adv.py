@@ -54,6 +54,6 @@ class Adv(UnlearningMethod):
             lambda x: model(x).logits, forget_batch["pixel_values"], probe_batch["pixel_values"]
         )
         deletion, retention = weighted_deletion_retention(
-            forget_logits, forget_batch["labels"], probe_logits, probe_batch["labels"]
+            forget_logits, forget_batch["labels"], probe_logits, probe_batch["labels"], self.args.deletion_loss
         )
         return {"loss": deletion + retention, "deletion": deletion, "retention": retention}

@@ -46,7 +46,6 @@ from ..structure import (
     alignment_loss,
     elastic_net,
     importance_penalty,
-    normalize_importance,
     structure,
     structure_importance,
 )
@@ -110,7 +109,6 @@ class StructGuard(UnlearningMethod):
             "deletion_path": "backbone",
             "batchnorm": "separate",
             "importance_schedule": "reference",
-            "importance_normalization": "none",
             "projector_eval_after_first_check": True,
             "deletion_loss": "ascent",
             "stop_check_from_epoch": 1,
@@ -121,7 +119,6 @@ class StructGuard(UnlearningMethod):
             "deletion_path": "deployed",
             "batchnorm": "frozen",
             "importance_schedule": "once",
-            "importance_normalization": "none",
             "projector_eval_after_first_check": False,
             "deletion_loss": "nearest_wrong",
             "stop_check_from_epoch": 0,
@@ -214,7 +211,7 @@ class StructGuard(UnlearningMethod):
         if self.args.use_regularization and self.importance is None and self.importance_due(step):
             # ψ of a LoRA model are its merged weights: their importance is computed on a merged copy
             plain = plain_copy(model).requires_grad_(True) if is_peft_model(model) else model
-            importance = structure_importance(
+            self.importance = structure_importance(
                 plain,
                 self.space,
                 self.probes.images,
@@ -228,7 +225,6 @@ class StructGuard(UnlearningMethod):
                 batch_statistics=self.args.batchnorm != "frozen",
                 restore_buffers=self.args.importance_schedule != "reference",
             )
-            self.importance = normalize_importance(importance, self.args.importance_normalization)
 
     def heads(self, model, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(p(z), structure vectors)`` of backbone features ``z``; ``(z, M(z))`` without a projector."""

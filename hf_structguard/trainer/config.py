@@ -23,7 +23,6 @@ BATCHNORM_MODES = ("joint", "separate", "frozen", "keep_stats")
 PROJECTOR_INITS = ("fresh", "residual", "none")
 DELETION_PATHS = ("backbone", "deployed")
 IMPORTANCE_SCHEDULES = ("once", "reference")
-IMPORTANCE_NORMALIZATIONS = ("none", "mean")
 DELETION_LOSSES = ("ascent", "nearest_wrong")
 
 #: Values for fields that are still ``None`` after the method's defaults (and preset) were applied.
@@ -35,6 +34,7 @@ FALLBACK_DEFAULTS = {
     "probes_per_image": 20,
     "batchnorm": "joint",
     "stop_check_from_epoch": 0,
+    "deletion_loss": "ascent",
 }
 
 
@@ -239,19 +239,11 @@ class UnlearningConfig(TrainingArguments):
     deletion_loss: str | None = field(
         default=None,
         metadata={
-            "help": "structguard deletion term: 'ascent' (−CE of the true label, the paper's; unbounded) or "
-            "'nearest_wrong' (+CE towards the highest-scoring wrong class: each forget sample crosses its nearest "
-            "boundary and is not pushed further). Default: the preset's.",
+            "help": "Deletion term of structguard, adv and l2ul: 'ascent' (−CE of the true label, the paper's; "
+            "unbounded) or 'nearest_wrong' (+CE towards the highest-scoring wrong class: each forget sample crosses "
+            "its nearest boundary and is not pushed further). Default: 'ascent', structguard's default preset "
+            "'nearest_wrong'.",
             "choices": list(DELETION_LOSSES),
-        },
-    )
-    importance_normalization: str | None = field(
-        default=None,
-        metadata={
-            "help": "structguard importance scale: 'none' (Eq. 4 as is, the reference: tiny gradients make L_reg "
-            "negligible) or 'mean' (divided by its mean over all of ψ, so that λ sets the pull towards ψ^ori of "
-            "an average parameter). Default: the preset's.",
-            "choices": list(IMPORTANCE_NORMALIZATIONS),
         },
     )
     importance_step: int = field(
@@ -364,7 +356,6 @@ class UnlearningConfig(TrainingArguments):
             ("projector_init", PROJECTOR_INITS),
             ("deletion_path", DELETION_PATHS),
             ("importance_schedule", IMPORTANCE_SCHEDULES),
-            ("importance_normalization", IMPORTANCE_NORMALIZATIONS),
             ("deletion_loss", DELETION_LOSSES),
         ):
             value = getattr(self, name)
