@@ -129,7 +129,10 @@ ABLATIONS = {
     "anchors": ["structguard[visual]"],
 }
 #: Config fields that do not change a result (left out of fingerprints).
-VOLATILE_CONFIG_FIELDS = ("output_dir", "logging_dir", "run_name")
+VOLATILE_CONFIG_FIELDS = (
+    "output_dir", "logging_dir", "run_name", "save_strategy", "save_total_limit", "resume_from_checkpoint",
+    "logging_steps", "log_print_steps", "disable_tqdm",
+)
 
 
 # -------------------------------------------------------------------------------------------- rows, grid
