@@ -32,7 +32,7 @@ from .methods import get_method
 from .modeling import StructGuardForImageClassification, build_model
 from .plots import plot_run
 from .pretrain import PretrainArguments, pretrain_classifier
-from .probes import ProbeSet, probes_for_config
+from .probes import ProbeSet, probes_for_config, target_hit_rate
 from .trainer import UnlearningConfig, run_unlearning
 
 logger = logging.getLogger(__name__)
@@ -359,6 +359,7 @@ def run_pipeline(
         phases["evaluation"] = metrics.pop("seconds")
         metrics.update(seconds=probe_seconds + info["seconds"], seconds_phases=phases)
         metrics.update(steps=info["steps"], stopped_at_zero=info["stopped_at_zero"], num_probes=len(probes))
+        metrics["probe_hit_rate"] = target_hit_rate(before, probes)  # % of probes the Before model calls their target
         metrics["trainable_parameters"] = info["trainable_parameters"]
         results[name] = metrics
         logs[name] = info["log_history"]

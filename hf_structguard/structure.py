@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from .modeling import anchor_space_map
 
@@ -243,6 +244,7 @@ def structure_importance(
             model.train(batch_statistics)
             generator = torch.Generator().manual_seed(int(seed))
             seen = 0
+            bar = tqdm(total=num_samples, desc="structure importance", unit="probe", leave=False)
             while seen < num_samples:
                 for rows in torch.randperm(len(images), generator=generator).split(batch_size):
                     if len(rows) < 2 and batch_statistics:
@@ -254,10 +256,12 @@ def structure_importance(
                         if grad is not None:
                             totals[name] += len(rows) * grad.abs()
                     seen += len(rows)
+                    bar.update(len(rows))
                     if seen >= num_samples:
                         break
                 if seen == 0:
                     raise ValueError("batch importance needs at least 2 probes")
+            bar.close()
             count = seen
         elif mode == "per_sample":
             model.eval()

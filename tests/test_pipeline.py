@@ -48,6 +48,7 @@ def test_results_file_has_every_field_for_every_model(finished_run):
     for name in ("structguard", "neggrad"):
         assert results["methods"][name]["consistency"]["mean"] <= 1.0
         assert results["methods"][name]["steps"] >= 1
+        assert 0.0 <= results["methods"][name]["probe_hit_rate"] <= 100.0
     assert results["methods"]["before"]["A_test"] > 50  # the cached Before model really learned digits
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 
 def _as_predictions(logits_or_predictions: torch.Tensor) -> torch.Tensor:
@@ -57,7 +58,8 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> tu
     model.eval()
     logits, embeddings = [], []
     try:
-        for start in range(0, images.shape[0], batch_size):
+        starts = range(0, images.shape[0], batch_size)
+        for start in tqdm(starts, desc="evaluating", unit="batch", leave=False, disable=len(starts) < 8):
             batch = images[start : start + batch_size].to(device=device, dtype=torch.float32)
             output = model(batch, output_embeddings=True)
             if output.embeddings is None:

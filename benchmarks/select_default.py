@@ -1,0 +1,101 @@
+"""Choose StructGuard's default on retained TRAINING data: run named config variants on CIFAR-10 forget sets.
+
+Each variant is ``name=method`` or ``name=method:{json overrides}``; every variant of a forget set shares the
+probe sets (one per PGD setting). Reductions as in the benchmark's CPU profile (10 PGD iterations, importance
+over 2,000 probes); A_r on a fixed 1,000-image retain subsample decides, A_test (2,000 test images) is only
+reported. One JSON line per run is appended to ``--out``.
+
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/select_default.py --before memorised --seeds 0 \\
+        --out benchmarks/results/selection/runs.jsonl \\
+        --variants 'default=structguard' 'ascent=structguard:{"deletion_loss":"ascent"}' 'l2ul=l2ul'
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+
+import numpy as np
+import torch
+
+from hf_structguard.data import select_forget_set
+from hf_structguard.evaluation.accuracy import predict
+from hf_structguard.pipeline import (
+    AnchorArguments,
+    DataArguments,
+    ModelArguments,
+    build_anchors,
+    load_before_model,
+    load_data,
+    resolve_attributes,
+)
+from hf_structguard.probes import probes_for_config, target_hit_rate
+from hf_structguard.trainer import UnlearningConfig, run_unlearning
+
+CHECKPOINTS = {"memorised": "resnet18-cifar10-jpeg-memorised", "generalising": "resnet18-cifar10-jpeg"}
+
+
+def parse_variant(spec: str) -> tuple[str, str, dict]:
+    name, _, rest = spec.partition("=")
+    method, _, overrides = rest.partition(":")
+    return name, method, json.loads(overrides) if overrides else {}
+
+
+def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
+    logits, _ = predict(model, images)
+    return 100.0 * float((logits.argmax(1) == labels).float().mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", choices=sorted(CHECKPOINTS), default="memorised")
+    parser.add_argument("--checkpoints", default="/work/shared/checkpoints")
+    parser.add_argument("--dataset", default="/work/shared/data/cifar10-jpeg")
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--variants", nargs="+", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    variants = [parse_variant(spec) for spec in args.variants]
+
+    data = load_data(DataArguments(dataset=args.dataset))
+    source = f"local-dir:{args.checkpoints}/{CHECKPOINTS[args.before]}"
+    before, _ = load_before_model(data, ModelArguments(model_name_or_path=source))
+    before.eval()
+    anchor_args = AnchorArguments()
+    anchors = build_anchors(data, anchor_args, resolve_attributes(data, anchor_args))
+    train_images, train_labels = data.tensors("train", None, before.config.image_size)
+    test_rows = np.sort(np.random.default_rng(0).permutation(len(data.test))[:2000]).tolist()
+    test_images, test_labels = data.tensors("test", test_rows, before.config.image_size)
+
+    for seed in args.seeds:
+        forget = torch.as_tensor(select_forget_set(len(train_labels), k=args.k, seed=seed).indices)
+        keep = torch.ones(len(train_labels), dtype=torch.bool)
+        keep[forget] = False
+        retain_rows = torch.as_tensor(np.sort(np.random.default_rng(0).permutation(int(keep.sum()))[:1000]))
+        retain_images, retain_labels = train_images[keep][retain_rows], train_labels[keep][retain_rows]
+        forget_images, forget_labels = train_images[forget], train_labels[forget]
+        probe_cache: dict = {}
+        for name, method, overrides in variants:
+            config = UnlearningConfig(
+                output_dir="/tmp/select-default", method=method, seed=seed, probe_num_steps=10,
+                importance_num_samples=2000, drift_num_probes=0, disable_tqdm=True, **overrides,
+            )  # fmt: skip
+            started = time.perf_counter()
+            probes = probes_for_config(before, forget_images, forget_labels, data.num_classes, config, probe_cache)
+            model, info = run_unlearning(copy.deepcopy(before), config, forget_images, forget_labels, probes, anchors=anchors)
+            row = {
+                "name": name, "method": method, "overrides": overrides, "before": args.before, "k": args.k,
+                "seed": seed, "steps": info["steps"], "A_f": accuracy(model, forget_images, forget_labels),
+                "A_r": accuracy(model, retain_images, retain_labels), "A_test": accuracy(model, test_images, test_labels),
+                "probe_hit_rate": target_hit_rate(before, probes), "seconds": time.perf_counter() - started,
+            }  # fmt: skip
+            print(json.dumps(row), flush=True)
+            with open(args.out, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
