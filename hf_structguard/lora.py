@@ -239,6 +239,6 @@ def load_adapter(
             f"model is a {config.backbone} with {config.num_labels} classes"
         )
     if unlearned.projector_dim and base_model.projector is None:
-        base_model.add_projector(unlearned.anchor_dim, unlearned.projector_dim)
+        base_model.add_projector(unlearned.anchor_dim, unlearned.projector_dim, unlearned.projector_residual)
     config.classify_through_projector = unlearned.classify_through_projector
     return PeftModel.from_pretrained(base_model, str(adapter), revision=revision, token=token).eval()

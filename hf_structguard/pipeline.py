@@ -57,7 +57,11 @@ class DataArguments:
     train_split: str = field(default="train", metadata={"help": "Split that the model was trained on."})
     test_split: str = field(default="test", metadata={"help": "Held-out split for A_test and the MIA audit."})
     forget_k: int | None = field(
-        default=16, metadata={"help": "Forget k random training rows (nested across k for one seed)."}
+        default=None,
+        metadata={
+            "help": "Forget k random training rows (nested across k for one seed). Default: 16 (the paper's smallest "
+            "CIFAR request); 4 on the embedded digits default (0.28 % of its training images, as in the paper's range)."
+        },
     )
     forget_seed: int = field(default=0, metadata={"help": "Seed of the forget-set permutation."})
     forget_ids_file: str | None = field(
@@ -133,6 +137,12 @@ class RunArguments:
 #: among 1, 2, 3, 5 by StructGuard's mean A_r (retained TRAINING data; never test data) over forget seeds 0-2,
 #: among the scales that reach A_f = 0 on every seed. See README, "The embedded default".
 EMBEDDED_DEFAULT_LR_SCALE = 2.0
+
+#: Forget-set size when none is given: the paper's smallest CIFAR request (16 of 50,000 = 0.03 %).
+DEFAULT_FORGET_K = 16
+#: The embedded default forgets 4 of its 1,437 digit training images (0.28 %), inside the paper's range of
+#: 0.03–0.5 % of the training set; 16 would be 1.1 %, twice the paper's largest request.
+EMBEDDED_DEFAULT_FORGET_K = 4
 
 ARGUMENT_CLASSES = (DataArguments, ModelArguments, AnchorArguments, RunArguments, UnlearningConfig)
 DEFAULT_OUTPUT_DIR = "outputs/default"
@@ -250,7 +260,10 @@ def select_forget(data: ImageClassificationData, data_args: DataArguments) -> Fo
         # A command line gives strings: a class name wins, otherwise a number is a class id.
         classes = [c if c in data.class_names or not c.isdigit() else int(c) for c in data_args.forget_classes]
         return data.select_forget_set(classes=classes)
-    return select_forget_set(num_train, k=data_args.forget_k, seed=data_args.forget_seed)
+    k = data_args.forget_k
+    if k is None:
+        k = EMBEDDED_DEFAULT_FORGET_K if data_args.dataset is None else DEFAULT_FORGET_K
+    return select_forget_set(num_train, k=k, seed=data_args.forget_seed)
 
 
 def _eval_sets(data: ImageClassificationData, forget: ForgetSet, image_size: int, data_args: DataArguments) -> EvalSets:
@@ -375,6 +388,8 @@ def run_pipeline(
         if run_args.plots:
             plot_run(output_dir, results, logs)
         print(format_results_table(results))
+        print(f"Results: {output_dir / 'results.json'} · models and model cards: {output_dir}/<method>/ · "
+              f"plots: {output_dir / 'plots'}")
     PartialState().wait_for_everyone()
     return json.loads((output_dir / "results.json").read_text())
 

@@ -4,7 +4,9 @@ Definitions follow method.md §4–§5:
 
 - ``S_ori = norm(M(g_ori(x_s)))·Aᵀ`` with the frozen original model; ``M`` is the identity when ``d == d_a``,
   else the fixed seeded random map :func:`hf_structguard.modeling.anchor_space_map` (``config.feature_map_seed``).
-- ``S_unl = norm(p(g_unl(x_s)))·Aᵀ`` read at the projector output when ``d == d_a``, else at its hidden layer.
+- ``S_unl = norm(p(g_unl(x_s)))·Aᵀ`` read at the projector output when ``d == d_a``, else at its hidden layer;
+  a residual projector (identity at start) is read at its output through ``M``, like features, so that
+  ``S_unl = S_ori`` before the first update.
   A model without a projector is read like the original one: ``norm(M(g_unl(x_s)))·Aᵀ``.
 """
 
@@ -72,10 +74,14 @@ class AnchorSpace:
     def projector_vectors(self, projector: nn.Module, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(p(features), v)``: the projector output and the vectors the structure is read from.
 
-        ``v`` is the projector output when ``d == d_a``, else its hidden layer (dimension d_a).
+        ``v`` is the projector output when ``d == d_a``, else its hidden layer (dimension d_a); for a residual
+        projector always ``M(output)``.
         """
         out, hidden = projector(features, return_hidden=True)
-        vectors = out if self.feature_map is None else hidden
+        if getattr(projector, "residual", False):
+            vectors = self.map_features(out)
+        else:
+            vectors = out if self.feature_map is None else hidden
         if vectors.shape[1] != self.dim:
             raise ValueError(
                 f"the projector gives {vectors.shape[1]}-dim structure vectors but the anchors are {self.dim}-dim; "
@@ -168,6 +174,20 @@ def importance_penalty(
     return 0.5 * torch.stack(terms).sum()
 
 
+def normalize_importance(importance: dict[str, torch.Tensor], how: str = "none") -> dict[str, torch.Tensor]:
+    """``I`` as is (``"none"``) or divided by its mean over every entry of every tensor (``"mean"``)."""
+    if how == "none":
+        return importance
+    if how != "mean":
+        raise ValueError(f"importance normalization must be 'none' or 'mean', got {how!r}")
+    total = sum(value.sum() for value in importance.values())
+    count = sum(value.numel() for value in importance.values())
+    mean = total / count
+    if not mean > 0:
+        return importance
+    return {name: value / mean for name, value in importance.items()}
+
+
 def elastic_net(weight: torch.Tensor, l1_ratio: float = 0.99) -> torch.Tensor:
     """Classifier regulariser ``l1_ratio·‖W‖₁ + ½(1 − l1_ratio)·‖W‖²_F`` (0.99‖W‖₁ + ½·0.01‖W‖²_F by default)."""
     return l1_ratio * weight.abs().sum() + 0.5 * (1 - l1_ratio) * weight.pow(2).sum()
@@ -198,6 +218,8 @@ def structure_importance(
     batch_size: int = 128,
     seed: int = 0,
     per_sample_chunk: int = 16,
+    batch_statistics: bool = True,
+    restore_buffers: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Structure-aware importance ``I_j`` of the parameters ψ (method.md §5, paper Eq. 4).
 
@@ -209,10 +231,13 @@ def structure_importance(
         loss_fn: ``(S_ori_batch, S_unl_batch) -> L_align``.
         mode: ``"batch"`` (reference implementation): ``Σ_B n_B·|∇ L_align(B)| / Σ_B n_B`` over minibatches of
             ``batch_size`` probes drawn by cycling seeded permutations of the probe set until ``num_samples``
-            probes were seen, BatchNorm in train mode (batch statistics, as in the loss) with the running
-            statistics restored afterwards; size-1 batches are skipped (no batch statistics).
+            probes were seen, BatchNorm in train mode (batch statistics, as in the loss; ``batch_statistics=False``:
+            eval mode, for runs whose BatchNorm statistics are frozen); size-1 batches are skipped.
             ``"per_sample"`` (Eq. 4 exactly): ``(1/N_s) Σ_s |∇ L_align(x_s)|`` over each probe once,
             BatchNorm in eval mode, computed with ``torch.func.vmap`` in chunks of ``per_sample_chunk``.
+
+        restore_buffers: put the BatchNorm running statistics back afterwards (False: leave the importance pass's
+            updates in place, as the reference implementation does).
 
     Returns:
         ``{name: I}`` with ``I`` ≥ 0 shaped like the parameter; zero where L_align does not reach it.
@@ -229,12 +254,12 @@ def structure_importance(
     totals = {name: torch.zeros_like(param) for name, param in named}
     try:
         if mode == "batch":
-            model.train()
+            model.train(batch_statistics)
             generator = torch.Generator().manual_seed(int(seed))
             seen = 0
             while seen < num_samples:
                 for rows in torch.randperm(len(images), generator=generator).split(batch_size):
-                    if len(rows) < 2:
+                    if len(rows) < 2 and batch_statistics:
                         continue
                     s_unl = module(images[rows].to(device))
                     loss = loss_fn(s_ori[rows].to(device), s_unl)
@@ -268,8 +293,9 @@ def structure_importance(
         else:
             raise ValueError(f"importance mode must be one of {IMPORTANCE_MODES}, got {mode!r}")
     finally:
-        with torch.no_grad():
-            for name, buf in model.named_buffers():
-                buf.copy_(buffers[name])
+        if restore_buffers:
+            with torch.no_grad():
+                for name, buf in model.named_buffers():
+                    buf.copy_(buffers[name])
         model.train(was_training)
     return {name: total.detach() / count for name, total in totals.items()}

@@ -49,17 +49,16 @@ def _batch_norm_train(x, bn):
     return (x - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
 
 
-def test_every_loss_term_matches_a_hand_computation(tmp_path):
+def test_every_loss_term_matches_a_hand_computation_reference_preset(tmp_path):
     forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
-    method, model, original = _method(tmp_path, anchors, probes)
+    method, model, original = _method(tmp_path, anchors, probes, structguard_preset="reference")
     probe_batch, forget_batch = _batches(forget_images, forget_labels, probes)
     model.train()
     terms = method.compute_loss(model, probe_batch, forget_batch, step=0)
     assert set(terms) == {"loss", "deletion", "retention", "alignment", "regularization", "classifier_reg"}
 
-    with torch.no_grad():
-        features = model.features(torch.cat([forget_images, probe_batch["pixel_values"]]))
-        f_f, f_s = features[:6], features[6:]
+    with torch.no_grad():  # the reference: two separate train-mode forwards, deletion bypasses the projector
+        f_f, f_s = model.features(forget_images), model.features(probe_batch["pixel_values"])
         W, b = model.classifier.weight, model.classifier.bias
         p = model.projector
         hidden = torch.relu(_batch_norm_train(f_s @ p.fc1.weight.T + p.fc1.bias, p.bn))
@@ -80,6 +79,70 @@ def test_every_loss_term_matches_a_hand_computation(tmp_path):
     assert terms["classifier_reg"].item() == pytest.approx(classifier_reg.item(), rel=1e-5)
     total = deletion + retention + alignment + 0.001 * classifier_reg
     assert terms["loss"].item() == pytest.approx(total.item(), rel=1e-4)
+
+
+def test_default_preset_terms_run_on_the_deployed_path_with_frozen_batchnorm(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
+    method, model, original = _method(tmp_path, anchors, probes)
+    assert model.config.projector_residual and model.config.classify_through_projector
+    probe_batch, forget_batch = _batches(forget_images, forget_labels, probes)
+    with torch.no_grad():
+        p = model.projector
+        p.fc2.weight.normal_()  # move the projector off the identity so that the path it takes matters
+    model.train()
+    method.set_train_modes(model, step=0)
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    terms = method.compute_loss(model, probe_batch, forget_batch, step=0)
+    assert all(torch.equal(b, buffers[name]) for name, b in model.named_buffers())  # running statistics kept
+    model.eval()
+    with torch.no_grad():
+        W, b = model.classifier.weight, model.classifier.bias
+        n = 6 + 8
+        deletion = -_cross_entropy_sum(model(forget_images).logits, forget_labels) / n  # deployed h(p(g(x)))
+        retention = _cross_entropy_sum(model(probe_batch["pixel_values"]).logits, probe_batch["labels"]) / n
+        # a residual projector is read at its output through the same seeded map as the original features
+        M, A = anchor_space_map(64, 32, 0), anchors.embeddings
+        s_ori = _unit(original.features(probe_batch["pixel_values"]) @ M) @ A.T
+        s_unl = _unit(p(model.features(probe_batch["pixel_values"])) @ M) @ A.T
+        alignment = 1 - (_unit(s_ori) * _unit(s_unl)).sum(1).mean()
+    assert terms["deletion"].item() == pytest.approx(deletion.item(), rel=1e-4)
+    assert terms["retention"].item() == pytest.approx(retention.item(), rel=1e-4)
+    assert terms["alignment"].item() == pytest.approx(alignment.item(), rel=1e-4, abs=1e-6)
+
+
+def test_default_deployed_model_predicts_like_before_until_the_first_update(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
+    before = tiny_model().eval()
+    model = copy.deepcopy(before)
+    method, model, _ = _method(tmp_path, anchors, probes, model=model)
+    model.eval()
+    images = torch.cat([forget_images, probes.images])
+    with torch.no_grad():
+        assert torch.equal(model(images).logits.argmax(1), before(images).logits.argmax(1))
+        assert torch.allclose(model(images).logits, before(images).logits, atol=1e-6)
+        s_unl = method.space.model_structure(model, model.features(probes.images))
+    assert torch.allclose(s_unl, method.s_ori, atol=1e-6)  # the structure starts aligned
+    _, reference_model, _ = _method(
+        tmp_path, anchors, probes, model=copy.deepcopy(before), structguard_preset="reference"
+    )
+    with torch.no_grad():  # the reference's fresh projector changes the deployed model before any update
+        assert not torch.allclose(reference_model.eval()(images).logits, before(images).logits, atol=1e-3)
+
+
+def test_stopping_cannot_fire_before_an_update(tmp_path):
+    """A forget set the Before model already misclassifies: A_f = 0 at step 0, yet training only stops after
+    its first optimisation step, and the model that stops has been updated."""
+    forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
+    before = tiny_model().eval()
+    with torch.no_grad():
+        wrong = (before(forget_images).logits.argmax(1) + 1) % before.config.num_labels
+    model, info = run_unlearning(
+        copy.deepcopy(before), "structguard", forget_images, wrong, probes, anchors=anchors, output_dir=str(tmp_path),
+        per_device_train_batch_size=8, importance_num_samples=8, disable_tqdm=True,
+    )  # fmt: skip
+    assert info["stopped_at_zero"] and info["stopped_step"] == info["steps"] == 1
+    changed = any(not torch.equal(a, b) for a, b in zip(model.backbone.parameters(), before.backbone.parameters()))
+    assert changed
 
 
 def test_regulariser_is_off_before_importance_and_on_after(tmp_path):
@@ -209,7 +272,8 @@ def digits_problem():
     return model, forget_images, forget_labels, probes
 
 
-def test_structguard_unlearns_digits_to_zero_forget_accuracy(digits_problem, tmp_path):
+@pytest.mark.parametrize("preset", ["default", "reference"])
+def test_structguard_unlearns_digits_to_zero_forget_accuracy(digits_problem, tmp_path, preset):
     model, forget_images, forget_labels, probes = digits_problem
     model = copy.deepcopy(model)
     unlearned, info = run_unlearning(
@@ -226,10 +290,11 @@ def test_structguard_unlearns_digits_to_zero_forget_accuracy(digits_problem, tmp
         projector_learning_rate=0.05,
         num_train_epochs=20,
         disable_tqdm=True,
+        structguard_preset=preset,
     )
-    steps_per_pass = 32 // 16
+    first_stop = {"default": 0, "reference": 32 // 16}[preset]  # the reference never stops during the first pass
     assert info["stopped_at_zero"] and info["forget_accuracy"] == 0.0
-    assert info["stopped_step"] == info["steps"] > steps_per_pass  # never during the first pass
+    assert info["stopped_step"] == info["steps"] > first_stop
     with torch.no_grad():
         assert (unlearned(forget_images).logits.argmax(1) == forget_labels).sum() == 0
     assert unlearned.projector is not None and not unlearned.training
@@ -250,3 +315,49 @@ def test_options_train_end_to_end(tmp_path, options):
     )  # fmt: skip
     steps = [entry for entry in info["log_history"] if "regularization" in entry]
     assert info["steps"] == 3 and steps[0]["regularization"] == 0.0 and steps[-1]["regularization"] > 0
+
+
+def test_presets_are_data_and_user_values_win(tmp_path):
+    reference = UnlearningConfig(output_dir=str(tmp_path), method="structguard", structguard_preset="reference")
+    for name, value in StructGuard.presets["reference"].items():
+        assert getattr(reference, name) == value
+    default = UnlearningConfig(output_dir=str(tmp_path), method="structguard", batchnorm="joint")
+    assert default.batchnorm == "joint" and default.projector_init == "residual"  # the user's value wins
+    assert default.probe_step_size is None  # 2.5·ε/iterations
+    with pytest.raises(ValueError, match="unknown preset"):
+        UnlearningConfig(output_dir=str(tmp_path), method="structguard", structguard_preset="paper")
+    baseline = default.for_method("l2ul")
+    assert baseline.batchnorm == "joint" and baseline.stop_check_from_epoch == 0
+
+
+def test_nearest_wrong_deletion_and_mean_importance(tmp_path):
+    from hf_structguard.methods.adv import weighted_deletion_retention
+    from hf_structguard.structure import normalize_importance
+
+    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
+    labels = torch.tensor([0, 2])
+    probe_logits, probe_labels = torch.zeros(2, 3), torch.tensor([0, 1])
+    deletion, retention = weighted_deletion_retention(logits, labels, probe_logits, probe_labels, "nearest_wrong")
+    expected = F.cross_entropy(logits, torch.tensor([2, 1]), reduction="sum") / 4  # highest-scoring wrong class
+    assert deletion.item() == pytest.approx(expected.item())
+    ascent, _ = weighted_deletion_retention(logits, labels, probe_logits, probe_labels)
+    assert ascent.item() == pytest.approx(-F.cross_entropy(logits, labels, reduction="sum").item() / 4)
+
+    importance = {"a": torch.tensor([1.0, 3.0]), "b": torch.tensor([[0.0, 4.0]])}
+    normalised = normalize_importance(importance, "mean")
+    assert torch.allclose(normalised["a"], torch.tensor([0.5, 1.5])) and normalised["b"][0, 1].item() == 2.0
+    assert normalize_importance(importance, "none") is importance
+
+
+def test_keep_stats_puts_the_before_running_statistics_back_after_every_step(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
+    before = tiny_model()
+    model, info = run_unlearning(
+        copy.deepcopy(before), "structguard", forget_images, forget_labels, probes, anchors=anchors,
+        output_dir=str(tmp_path), per_device_train_batch_size=16, num_train_epochs=1, importance_num_samples=16,
+        batchnorm="keep_stats", stop_at_zero_forget_accuracy=False, disable_tqdm=True,
+    )  # fmt: skip
+    original = dict(before.named_buffers())
+    stats = [name for name, _ in model.backbone.named_buffers(prefix="backbone") if name.endswith("running_mean")]
+    assert stats and all(torch.equal(dict(model.named_buffers())[n], original[n]) for n in stats)
+    assert any(not torch.equal(a, b) for a, b in zip(model.backbone.parameters(), before.backbone.parameters()))

@@ -2,10 +2,11 @@
 
 Loss: ``L = −w_f·CE(f(x_f), y_f) + w_a·CE(f(x_s), y_s)`` with the share weights ``w_f = n_f/(n_f+n_a)`` and
 ``w_a = n_a/(n_f+n_a)`` of the combined minibatch (n_f forget samples, n_a probes labelled with their TARGET
-class), i.e. ``(−Σ CE_f + Σ CE_s)/(n_f+n_a)``. The forget samples and probes go through the model in ONE
-forward pass of the concatenated batch (train-mode BatchNorm sees the combined minibatch, as in StructGuard).
-Defaults: the baselines' (:data:`~hf_structguard.methods.base.BASELINE_DEFAULTS`): SGD lr 1e-3,
-momentum 0.9, weight decay 1e-4, probe ε 4.0, N_adv 20.
+class), i.e. ``(−Σ CE_f + Σ CE_s)/(n_f+n_a)``. Forget samples and probes go through the model in two
+train-mode forwards as in the reference (``batchnorm="separate"``; ``"joint"``: one forward of the
+concatenation; ``"frozen"``: running statistics kept). Defaults: the baselines'
+(:data:`~hf_structguard.methods.base.BASELINE_DEFAULTS`): SGD lr 1e-3, momentum 0.9, weight decay 1e-4,
+probe ε 4.0, N_adv 20.
 """
 
 from __future__ import annotations
@@ -17,29 +18,42 @@ from .base import BASELINE_DEFAULTS, UnlearningMethod, register_method
 
 
 def weighted_deletion_retention(
-    forget_logits: torch.Tensor, forget_labels: torch.Tensor, probe_logits: torch.Tensor, probe_labels: torch.Tensor
+    forget_logits: torch.Tensor,
+    forget_labels: torch.Tensor,
+    probe_logits: torch.Tensor,
+    probe_labels: torch.Tensor,
+    deletion_loss: str = "ascent",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(L_del, L_ret)`` weighted by their share of the combined minibatch (method.md §5, as in L2UL).
 
-    ``L_del = −n_f/(n_f+n_a)·mean CE(forget)`` and ``L_ret = n_a/(n_f+n_a)·mean CE(probes)``; an empty side
-    contributes 0.
+    ``L_del = −n_f/(n_f+n_a)·mean CE(forget)`` (``deletion_loss="ascent"``, the paper's) and
+    ``L_ret = n_a/(n_f+n_a)·mean CE(probes)``; an empty side contributes 0. ``"nearest_wrong"`` replaces the
+    unbounded ascent by ``+CE`` towards each forget sample's highest-scoring wrong class, which moves it just
+    across its nearest decision boundary.
     """
     total = len(forget_labels) + len(probe_labels)
-    deletion = -F.cross_entropy(forget_logits, forget_labels, reduction="sum") / total
+    if deletion_loss == "ascent":
+        deletion = -F.cross_entropy(forget_logits, forget_labels, reduction="sum") / total
+    elif deletion_loss == "nearest_wrong":
+        wrong = forget_logits.detach().scatter(1, forget_labels.view(-1, 1), float("-inf")).argmax(dim=1)
+        deletion = F.cross_entropy(forget_logits, wrong, reduction="sum") / total
+    else:
+        raise ValueError(f"deletion_loss must be 'ascent' or 'nearest_wrong', got {deletion_loss!r}")
     retention = F.cross_entropy(probe_logits, probe_labels, reduction="sum") / total
     return deletion, retention
 
 
 @register_method("adv")
 class Adv(UnlearningMethod):
-    """``loss = deletion + retention`` from :func:`weighted_deletion_retention` on one joint forward pass."""
+    """``loss = deletion + retention`` from :func:`weighted_deletion_retention` (forwards per ``batchnorm``)."""
 
     defaults = BASELINE_DEFAULTS
 
     def compute_loss(self, model, probe_batch, forget_batch, step):
-        n_f = len(forget_batch["labels"])
-        logits = model(torch.cat([forget_batch["pixel_values"], probe_batch["pixel_values"]])).logits
+        forget_logits, probe_logits = self.paired_forward(
+            lambda x: model(x).logits, forget_batch["pixel_values"], probe_batch["pixel_values"]
+        )
         deletion, retention = weighted_deletion_retention(
-            logits[:n_f], forget_batch["labels"], logits[n_f:], probe_batch["labels"]
+            forget_logits, forget_batch["labels"], probe_logits, probe_batch["labels"]
         )
         return {"loss": deletion + retention, "deletion": deletion, "retention": retention}

@@ -20,6 +20,8 @@ BASELINE_DEFAULTS: dict[str, Any] = {
     "weight_decay": 1e-4,
     "probe_epsilon": 4.0,
     "probes_per_image": 20,
+    "batchnorm": "separate",  # the reference forwards forget and probe minibatches separately (method.md §6b)
+    "stop_check_from_epoch": 0,  # the reference lets the baselines stop from the first step
 }
 
 METHOD_REGISTRY: dict[str, type[UnlearningMethod]] = {}
@@ -67,11 +69,13 @@ class UnlearningMethod:
         name: registry name (set by :func:`register_method`).
         defaults: :class:`UnlearningConfig` field values applied when the user left a field unset
             (``learning_rate``, ``momentum``, ``weight_decay``, ``probe_epsilon``, ...), from method.md.
+        presets: named sets of further defaults (``args.structguard_preset`` picks one); data, not code paths.
         needs_anchors / needs_retain: the trainer raises a clear error when they are missing.
     """
 
     name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
     needs_anchors: ClassVar[bool] = False
     needs_retain: ClassVar[bool] = False
 
@@ -102,6 +106,25 @@ class UnlearningMethod:
         """Optimizer parameter groups; default: every trainable parameter at ``args.learning_rate``."""
         params = [p for p in model.parameters() if p.requires_grad]
         return [{"params": params, "lr": self.args.learning_rate}]
+
+    def set_train_modes(self, model: nn.Module, step: int) -> None:
+        """Called after the Trainer put ``model`` in train mode, before :meth:`compute_loss`: with
+        ``batchnorm="frozen"`` every BatchNorm layer normalises with (and keeps) its running statistics."""
+        if self.args.batchnorm == "frozen":
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    def paired_forward(self, forward, forget_inputs: torch.Tensor, probe_inputs: torch.Tensor):
+        """``(forward(forget_inputs), forward(probe_inputs))``: two calls with ``batchnorm="separate"``, else one
+        call on the concatenation, split back (tuple outputs are split element-wise)."""
+        if self.args.batchnorm == "separate":
+            return forward(forget_inputs), forward(probe_inputs)
+        n = len(forget_inputs)
+        joint = forward(torch.cat([forget_inputs, probe_inputs]))
+        if isinstance(joint, tuple):
+            return tuple(t[:n] for t in joint), tuple(t[n:] for t in joint)
+        return joint[:n], joint[n:]
 
     def compute_loss(
         self, model: nn.Module, probe_batch: dict, forget_batch: dict, step: int

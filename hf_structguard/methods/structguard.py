@@ -1,24 +1,37 @@
 """StructGuard (Hong, Shin, Kim, CVPR 2026; method.md §3–§5): structure-faithful instance unlearning.
 
-Per step, with a probe minibatch ``x_s`` (target labels ``y_s``) and a forget minibatch ``x_f``, both passed
-through the backbone in ONE forward of the concatenated batch (train-mode BatchNorm sees the combined
-minibatch, as in L2UL):
+Per step, with a probe minibatch ``x_s`` (target labels ``y_s``) and a forget minibatch ``x_f``:
 
-- ``deletion  = −n_f/(n_f+n_a)·CE(h(g(x_f)), y_f)`` — bypasses the projector;
-- ``retention =  n_a/(n_f+n_a)·CE(h(p(g(x_s))), y_s)`` — through the projector;
+- ``deletion  = −n_f/(n_f+n_a)·CE(logits(x_f), y_f)`` (``deletion_loss="ascent"``; ``"nearest_wrong"``:
+  ``+n_f/(n_f+n_a)·CE(logits(x_f), ŷ_f)`` with ``ŷ_f`` the highest-scoring wrong class);
+- ``retention =  n_a/(n_f+n_a)·CE(h(p(g(x_s))), y_s)``;
 - ``alignment = L_align(S_ori[x_s], S_unl[x_s])`` (:func:`~hf_structguard.structure.alignment_loss`);
 - ``regularization = ½ Σ_j I_j (ψ_j − ψ_j^ori)²`` over the feature extractor ψ, zero until the importance
-  ``I`` is computed at step ``importance_step`` (the second optimisation step by default);
+  ``I`` is computed (``importance_schedule``);
 - ``classifier_reg = 0.99‖W‖₁ + ½·0.01‖W‖²_F`` on the classifier weight.
 
 ``loss = deletion + retention + w_a·alignment + λ·regularization + w_c·classifier_reg`` (1, 1, 0.001 by
 default); SA, SR and CR can be switched off (``use_alignment``, ``use_regularization``,
 ``use_classifier_reg``). Plain SGD with two parameter groups (model lr, projector lr).
+
+Two presets (:attr:`StructGuard.presets`, picked with ``structguard_preset``):
+
+- ``reference`` — the authors' code path (method.md §6b): a freshly initialised projector that the model
+  predicts through (so it starts near chance), deletion on ``h(g(x_f))`` bypassing it, two train-mode forwards
+  per step, importance at the second step of a pass with the penalty only from the third step of each pass,
+  the projector's BatchNorm frozen after the first forget-accuracy check, PGD step 0.1, stop from pass 1.
+- ``default`` — a residual projector ``z + MLP(z)`` whose last layer starts at zero (the deployed model is
+  the Before model until the first update, and ``S_unl = S_ori``), deletion and retention on the deployed
+  path ``h(p(g(x)))``, a bounded deletion term (``+CE`` towards each forget sample's highest-scoring wrong
+  class instead of the unbounded ``−CE``), BatchNorm running statistics frozen at the Before model's,
+  importance once at step 1, PGD step 2.5·ε/iterations, stop from the first step. Chosen on retained
+  training data (A_r) over forget seeds (README, "Choosing the default").
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from functools import partial
 from typing import ClassVar
 
@@ -33,6 +46,7 @@ from ..structure import (
     alignment_loss,
     elastic_net,
     importance_penalty,
+    normalize_importance,
     structure,
     structure_importance,
 )
@@ -90,6 +104,29 @@ class StructGuard(UnlearningMethod):
         "probe_epsilon": 3.0,
         "probes_per_image": 20,
     }
+    presets: ClassVar[dict[str, dict]] = {
+        "reference": {
+            "projector_init": "fresh",
+            "deletion_path": "backbone",
+            "batchnorm": "separate",
+            "importance_schedule": "reference",
+            "importance_normalization": "none",
+            "projector_eval_after_first_check": True,
+            "deletion_loss": "ascent",
+            "stop_check_from_epoch": 1,
+            "probe_step_size": 0.1,
+        },
+        "default": {
+            "projector_init": "residual",
+            "deletion_path": "deployed",
+            "batchnorm": "frozen",
+            "importance_schedule": "once",
+            "importance_normalization": "none",
+            "projector_eval_after_first_check": False,
+            "deletion_loss": "nearest_wrong",
+            "stop_check_from_epoch": 0,
+        },
+    }
 
     def __init__(self, args, original_model, anchors=None, retain_dataset=None):
         super().__init__(args, original_model, anchors, retain_dataset)
@@ -99,6 +136,7 @@ class StructGuard(UnlearningMethod):
         self.s_ori: torch.Tensor | None = None
         self.reference: dict[str, torch.Tensor] = {}
         self.importance: dict[str, torch.Tensor] | None = None
+        self.steps_per_pass = 1
         self.align = partial(
             alignment_loss,
             measure=args.alignment_measure,
@@ -124,11 +162,11 @@ class StructGuard(UnlearningMethod):
             )
         self.space = AnchorSpace(anchors, d, seed).to(device)
         self.s_ori = self.space.feature_structure(features)
-        if model.projector is None:
+        if model.projector is None and self.args.projector_init != "none":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.args.seed if self.args.projector_seed is None else self.args.projector_seed)
-                model.add_projector(self.space.dim)
-        elif model.config.anchor_dim != self.space.dim:
+                model.add_projector(self.space.dim, residual=self.args.projector_init == "residual")
+        elif model.projector is not None and model.config.anchor_dim != self.space.dim:
             raise ValueError(
                 f"the model's projector was built for {model.config.anchor_dim}-dim anchors but the anchors are "
                 f"{self.space.dim}-dim; start from a model without a projector"
@@ -136,8 +174,16 @@ class StructGuard(UnlearningMethod):
         model.config.classify_through_projector = self.args.deploy_through_projector
         original = dict(self.original_model.backbone_parameters())
         self.reference = {name: original[name].detach().clone() for name, _ in effective_parameters(model, "backbone")}
+        per_process = math.ceil(len(self.probes) / self.args.world_size)
+        self.steps_per_pass = math.ceil(per_process / self.args.per_device_train_batch_size)
+
+    def pass_position(self, step: int) -> int:
+        """0-based index of global ``step`` within its pass over the probe set."""
+        return step % self.steps_per_pass
 
     def param_groups(self, model):
+        if model.projector is None:
+            return super().param_groups(model)
         projector = {id(p) for p in model.projector.parameters()}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in projector]
         heads = [p for p in model.projector.parameters() if p.requires_grad]
@@ -146,11 +192,29 @@ class StructGuard(UnlearningMethod):
             {"params": heads, "lr": self.args.projector_learning_rate},
         ]
 
+    def set_train_modes(self, model, step):
+        """Frozen BatchNorm (``batchnorm="frozen"``); with ``projector_eval_after_first_check`` the projector
+        stays in eval mode once the first forget-accuracy check has run (as in the reference)."""
+        super().set_train_modes(model, step)
+        first_check = self.args.stop_check_from_epoch * self.steps_per_pass
+        if self.args.projector_eval_after_first_check and model.projector is not None and step > first_check:
+            model.projector.eval()
+
+    def importance_due(self, step: int) -> bool:
+        if self.args.importance_schedule == "reference":
+            return self.pass_position(step) == 1
+        return step >= self.args.importance_step
+
+    def penalty_active(self, step: int) -> bool:
+        if self.importance is None:
+            return False
+        return self.args.importance_schedule != "reference" or self.pass_position(step) > 1
+
     def on_step_begin(self, model, step, trainer):
-        if self.args.use_regularization and self.importance is None and step >= self.args.importance_step:
+        if self.args.use_regularization and self.importance is None and self.importance_due(step):
             # ψ of a LoRA model are its merged weights: their importance is computed on a merged copy
             plain = plain_copy(model).requires_grad_(True) if is_peft_model(model) else model
-            self.importance = structure_importance(
+            importance = structure_importance(
                 plain,
                 self.space,
                 self.probes.images,
@@ -161,17 +225,36 @@ class StructGuard(UnlearningMethod):
                 num_samples=self.args.importance_num_samples or REFERENCE_IMPORTANCE_SAMPLES,
                 batch_size=self.args.per_device_train_batch_size,
                 seed=self.args.seed,
+                batch_statistics=self.args.batchnorm != "frozen",
+                restore_buffers=self.args.importance_schedule != "reference",
             )
+            self.importance = normalize_importance(importance, self.args.importance_normalization)
+
+    def heads(self, model, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(p(z), structure vectors)`` of backbone features ``z``; ``(z, M(z))`` without a projector."""
+        if model.projector is None:
+            return features, self.space.map_features(features)
+        return self.space.projector_vectors(model.projector, features)
 
     def compute_loss(self, model, probe_batch, forget_batch, step):
-        n_f = len(forget_batch["labels"])
-        features = model.features(torch.cat([forget_batch["pixel_values"], probe_batch["pixel_values"]]))
-        projected, vectors = self.space.projector_vectors(model.projector, features[n_f:])
+        deployed = self.args.deletion_path == "deployed"
+
+        def forward(images):
+            features = model.features(images)
+            return (features, *self.heads(model, features)) if deployed else features
+
+        forget_out, probe_out = self.paired_forward(forward, forget_batch["pixel_values"], probe_batch["pixel_values"])
+        if deployed:  # deletion and retention on the path the model predicts with
+            (forget_features, forget_projected, _), (probe_features, projected, vectors) = forget_out, probe_out
+            use_projector = model.projector is not None and model.config.classify_through_projector
+            forget_logits = model.classifier(forget_projected if use_projector else forget_features)
+            probe_logits = model.classifier(projected if use_projector else probe_features)
+        else:  # the reference: deletion bypasses the projector, retention goes through it
+            projected, vectors = self.heads(model, probe_out)
+            forget_logits, probe_logits = model.classifier(forget_out), model.classifier(projected)
         deletion, retention = weighted_deletion_retention(
-            model.classify(features[:n_f], use_projector=False),
-            forget_batch["labels"],
-            model.classifier(projected),
-            probe_batch["labels"],
+            forget_logits, forget_batch["labels"], probe_logits, probe_batch["labels"],
+            deletion_loss=self.args.deletion_loss,
         )
         terms = {"deletion": deletion, "retention": retention}
         loss = deletion + retention
@@ -182,7 +265,7 @@ class StructGuard(UnlearningMethod):
         if self.args.use_regularization:
             terms["regularization"] = (
                 importance_penalty(effective_parameters(model, "backbone"), self.reference, self.importance)
-                if self.importance is not None
+                if self.penalty_active(step)
                 else loss.new_zeros(())
             )
             loss = loss + self.args.regularization_weight * terms["regularization"]

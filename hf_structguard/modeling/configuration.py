@@ -24,7 +24,10 @@ class StructGuardConfig(PretrainedConfig):
         projector_dim: ``m``, the projector's hidden size; ``None`` means the model has no projector.
         anchor_dim: ``d_a``, the anchor (text-embedding) size the structure is compared in. The structure is
             read at the projector output when ``d == d_a``, else at its hidden layer (then ``m`` must equal
-            ``d_a``).
+            ``d_a``). A residual projector's output lives in feature space and is read like features.
+        projector_residual: the projector is ``z + p(z)`` with a zero-initialised last layer, so that the model
+            predicts exactly as before when it is added (the default StructGuard); False is the reference's
+            plain MLP.
         feature_map_seed: seed of the fixed random ``d -> d_a`` map applied to the original model's features
             when ``d != d_a`` (see :func:`hf_structguard.modeling.anchor_space_map`).
         classify_through_projector: when a projector exists, predict with ``h(p(g(x)))`` (the deployed
@@ -43,6 +46,7 @@ class StructGuardConfig(PretrainedConfig):
     num_features: int | None = None
     projector_dim: int | None = None
     anchor_dim: int | None = None
+    projector_residual: bool = False
     feature_map_seed: int = 0
     classify_through_projector: bool = True
 

@@ -30,21 +30,31 @@ def anchor_space_map(d: int, d_a: int, seed: int = 0) -> torch.Tensor:
 
 
 class Projector(nn.Module):
-    """``Linear(d, m) -> BatchNorm1d(m) -> ReLU -> Linear(m, d)`` with torch's default initialisation."""
+    """``Linear(d, m) -> BatchNorm1d(m) -> ReLU -> Linear(m, d)`` with torch's default initialisation.
 
-    def __init__(self, num_features: int, hidden_dim: int):
+    ``residual=True`` returns ``x + mlp(x)`` and zero-initialises the last layer, so a fresh projector is the
+    identity map: the model it is added to keeps its predictions bit for bit until the first update.
+    """
+
+    def __init__(self, num_features: int, hidden_dim: int, residual: bool = False):
         super().__init__()
         if num_features < 1 or hidden_dim < 1:
             raise ValueError(f"Projector sizes must be positive, got d={num_features}, m={hidden_dim}.")
+        self.residual = residual
         self.fc1 = nn.Linear(num_features, hidden_dim)
         self.bn = nn.BatchNorm1d(hidden_dim)
         self.act = nn.ReLU()
         self.fc2 = nn.Linear(hidden_dim, num_features)
+        if residual:
+            nn.init.zeros_(self.fc2.weight)
+            nn.init.zeros_(self.fc2.bias)
 
     def forward(self, x: torch.Tensor, return_hidden: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Project ``x`` (N, d); with ``return_hidden`` also return the hidden layer after BN+ReLU (N, m)."""
         hidden = self.act(self.bn(self.fc1(x)))
         out = self.fc2(hidden)
+        if self.residual:
+            out = x + out
         return (out, hidden) if return_hidden else out
 
 
@@ -110,7 +120,9 @@ class StructGuardForImageClassification(PreTrainedModel):
                 "pooled features; fix num_features or the backbone."
             )
         self.classifier = nn.Linear(num_features, config.num_labels)
-        self.projector = Projector(num_features, config.projector_dim) if config.projector_dim else None
+        self.projector = (
+            Projector(num_features, config.projector_dim, config.projector_residual) if config.projector_dim else None
+        )
         self.post_init()
 
     def init_weights(self):
@@ -179,11 +191,11 @@ class StructGuardForImageClassification(PreTrainedModel):
         loss = F.cross_entropy(logits, labels.to(logits.device)) if labels is not None else None
         return StructGuardOutput(loss=loss, logits=logits, embeddings=embeddings if output_embeddings else None)
 
-    def add_projector(self, anchor_dim: int, hidden_dim: int | None = None) -> None:
+    def add_projector(self, anchor_dim: int, hidden_dim: int | None = None, residual: bool = False) -> None:
         """Attach a fresh projector ``p`` with hidden size ``m = hidden_dim or anchor_dim``; records it in the config.
 
-        When ``d != anchor_dim`` the structure is read at the projector's hidden layer, so ``m`` must equal
-        ``anchor_dim``.
+        When ``d != anchor_dim`` the structure of a plain projector is read at its hidden layer, so ``m`` must
+        equal ``anchor_dim``; a ``residual`` projector (identity at start) is read at its output, like features.
         """
         if self.projector is not None:
             raise ValueError("The model already has a projector.")
@@ -191,14 +203,15 @@ class StructGuardForImageClassification(PreTrainedModel):
         hidden_dim = anchor_dim if hidden_dim is None else hidden_dim
         if anchor_dim < 1 or hidden_dim < 1:
             raise ValueError(f"anchor_dim and hidden_dim must be positive, got {anchor_dim}, {hidden_dim}.")
-        if anchor_dim != d and hidden_dim != anchor_dim:
+        if anchor_dim != d and hidden_dim != anchor_dim and not residual:
             raise ValueError(
                 f"With d={d} != anchor_dim={anchor_dim} the structure is read at the projector's hidden layer, "
                 f"so hidden_dim must equal anchor_dim (got {hidden_dim})."
             )
         ref = self.classifier.weight
-        self.projector = Projector(d, hidden_dim).to(device=ref.device, dtype=ref.dtype)
+        self.projector = Projector(d, hidden_dim, residual).to(device=ref.device, dtype=ref.dtype)
         self.projector.train(self.training)
+        self.config.projector_residual = residual
         self.config.projector_dim = hidden_dim
         self.config.anchor_dim = anchor_dim
 

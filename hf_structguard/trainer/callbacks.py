@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 
 def pass_index(epoch: float) -> int:
@@ -90,6 +90,34 @@ class ForgetAccuracyStopping(TrainerCallback):
             self.stopped_step = state.global_step
             control.should_training_stop = True
 
+
+def _print_due(state, logs: dict | None, every: int) -> bool:
+    """Print a log entry only every ``every`` steps, and the end-of-training summary."""
+    return bool(logs) and ("train_runtime" in logs or state.global_step % every == 0)
+
+
+class IntervalProgressCallback(ProgressCallback):
+    """The Trainer's progress bar, writing the logged loss terms only every ``every`` steps (every step still
+    reaches ``state.log_history`` and ``log_history.json``)."""
+
+    def __init__(self, every: int = 25) -> None:
+        super().__init__()
+        self.every = every
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if _print_due(state, logs, self.every):
+            super().on_log(args, state, control, logs=logs, **kwargs)
+
+
+class IntervalPrinterCallback(PrinterCallback):
+    """:class:`~transformers.PrinterCallback` (used without progress bars) at the same interval."""
+
+    def __init__(self, every: int = 25) -> None:
+        self.every = every
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if _print_due(state, logs, self.every):
+            super().on_log(args, state, control, logs=logs, **kwargs)
 
 class AccuracyAtForgetLevels(TrainerCallback):
     """Accuracy on fixed evaluation sets at step 0 and when the forget accuracy first reaches each level.

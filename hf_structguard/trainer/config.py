@@ -19,14 +19,22 @@ from ..methods import METHOD_REGISTRY, get_method
 from ..structure import ALIGNMENT_AXES, ALIGNMENT_MEASURES, IMPORTANCE_MODES
 
 ANCHOR_TYPES = ("semantic", "visual")
+BATCHNORM_MODES = ("joint", "separate", "frozen", "keep_stats")
+PROJECTOR_INITS = ("fresh", "residual", "none")
+DELETION_PATHS = ("backbone", "deployed")
+IMPORTANCE_SCHEDULES = ("once", "reference")
+IMPORTANCE_NORMALIZATIONS = ("none", "mean")
+DELETION_LOSSES = ("ascent", "nearest_wrong")
 
-#: Values for fields that are still ``None`` after the method's defaults were applied.
+#: Values for fields that are still ``None`` after the method's defaults (and preset) were applied.
 FALLBACK_DEFAULTS = {
     "learning_rate": 1e-3,
     "momentum": 0.0,
     "weight_decay": 0.0,
     "probe_epsilon": 4.0,
     "probes_per_image": 20,
+    "batchnorm": "joint",
+    "stop_check_from_epoch": 0,
 }
 
 
@@ -104,10 +112,73 @@ class UnlearningConfig(TrainingArguments):
     probes_per_image: int | None = field(
         default=None, metadata={"help": "N_adv, probes generated per forget image. Default: the method's (20)."}
     )
-    probe_step_size: float = field(default=0.1, metadata={"help": "PGD step size of the probes."})
+    probe_step_size: float | None = field(
+        default=None,
+        metadata={
+            "help": "PGD step size of the probes. Default: 2.5·ε/probe_num_steps (0.1 at the paper's ε 4, 100 "
+            "iterations); structguard's reference preset: 0.1."
+        },
+    )
     probe_num_steps: int = field(default=100, metadata={"help": "PGD iterations of the probes."})
 
+    # --- BatchNorm during unlearning steps (all methods) ---
+    batchnorm: str | None = field(
+        default=None,
+        metadata={
+            "help": "How forget and probe minibatches meet BatchNorm in a step: 'joint' (one train-mode forward of "
+            "the concatenation), 'separate' (two train-mode forwards, the reference's), 'frozen' (eval-mode "
+            "BatchNorm: the Before model's running statistics normalise, affine weights still train), 'keep_stats' "
+            "(one train-mode forward; the running statistics are put back to the Before model's after every "
+            "step, so the deployed model keeps them). Default: the "
+            "method's (baselines 'separate', structguard per preset).",
+            "choices": list(BATCHNORM_MODES),
+        },
+    )
+
     # --- StructGuard ---
+    structguard_preset: str = field(
+        default="default",
+        metadata={
+            "help": "structguard: a named set of defaults. 'default': residual identity projector, deletion "
+            "through the deployed path, frozen BatchNorm statistics; 'reference': the authors' code path "
+            "(fresh projector, deletion bypassing it, separate train-mode forwards, per-pass importance "
+            "schedule, PGD step 0.1). Fields you set yourself win over the preset.",
+            "choices": ["default", "reference"],
+        },
+    )
+    projector_init: str | None = field(
+        default=None,
+        metadata={
+            "help": "structguard projector: 'fresh' (the reference's MLP, default init: the deployed model starts "
+            "near chance), 'residual' (z + MLP(z) with a zero last layer: starts as the Before model), 'none' "
+            "(no projector; structure read from the backbone features). Default: the preset's.",
+            "choices": list(PROJECTOR_INITS),
+        },
+    )
+    deletion_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "structguard: 'backbone' (the reference: deletion on h(g(x)), retention on h(p(g(x)))) or "
+            "'deployed' (deletion and retention on the path the model predicts with). Default: the preset's.",
+            "choices": list(DELETION_PATHS),
+        },
+    )
+    importance_schedule: str | None = field(
+        default=None,
+        metadata={
+            "help": "structguard: 'once' (importance at step importance_step, penalty from then on) or "
+            "'reference' (importance at the second step of a pass, penalty only from the third step of each "
+            "pass, BatchNorm statistics of the importance pass kept). Default: the preset's.",
+            "choices": list(IMPORTANCE_SCHEDULES),
+        },
+    )
+    projector_eval_after_first_check: bool | None = field(
+        default=None,
+        metadata={
+            "help": "structguard: the projector's BatchNorm uses its running statistics after the first "
+            "forget-accuracy check (the reference's behaviour). Default: the preset's."
+        },
+    )
     anchor_type: str = field(
         default="semantic",
         metadata={
@@ -165,6 +236,24 @@ class UnlearningConfig(TrainingArguments):
             "Default: the train split's size minus k when scripts/run.py knows it, else 50000 (CIFAR's |D_r|)."
         },
     )
+    deletion_loss: str | None = field(
+        default=None,
+        metadata={
+            "help": "structguard deletion term: 'ascent' (−CE of the true label, the paper's; unbounded) or "
+            "'nearest_wrong' (+CE towards the highest-scoring wrong class: each forget sample crosses its nearest "
+            "boundary and is not pushed further). Default: the preset's.",
+            "choices": list(DELETION_LOSSES),
+        },
+    )
+    importance_normalization: str | None = field(
+        default=None,
+        metadata={
+            "help": "structguard importance scale: 'none' (Eq. 4 as is, the reference: tiny gradients make L_reg "
+            "negligible) or 'mean' (divided by its mean over all of ψ, so that λ sets the pull towards ψ^ori of "
+            "an average parameter). Default: the preset's.",
+            "choices": list(IMPORTANCE_NORMALIZATIONS),
+        },
+    )
     importance_step: int = field(
         default=1, metadata={"help": "structguard: optimisation step (0-based) at which importance is computed."}
     )
@@ -204,23 +293,34 @@ class UnlearningConfig(TrainingArguments):
     stop_at_zero_forget_accuracy: bool = field(
         default=True, metadata={"help": "Stop as soon as the forget accuracy is exactly 0 percent."}
     )
-    stop_check_from_epoch: int = field(
-        default=1, metadata={"help": "First pass over the probe set (0-based) whose steps may stop training."}
+    stop_check_from_epoch: int | None = field(
+        default=None,
+        metadata={
+            "help": "First pass over the probe set (0-based) whose steps may stop training. Default: the method's "
+            "(baselines 0, structguard's reference preset 1)."
+        },
     )
     drift_num_probes: int = field(
         default=512, metadata={"help": "Probes (a fixed seeded subset) on which structural drift is logged; 0 = off."}
     )
     drift_every_steps: int = field(default=1, metadata={"help": "Log structural drift every N steps."})
+    log_print_steps: int = field(
+        default=25,
+        metadata={"help": "Print the loss terms to the terminal every N steps (every step is still logged)."},
+    )
 
     def __post_init__(self):
         method_cls = get_method(self.method)
         known = {f.name for f in fields(self)}
+        if method_cls.presets and self.structguard_preset not in method_cls.presets:
+            raise ValueError(
+                f"unknown preset {self.structguard_preset!r} for {self.method}; choose one of {sorted(method_cls.presets)}"
+            )
+        defaults = {**method_cls.defaults, **method_cls.presets.get(self.structguard_preset, {})}
         unset = [
-            name
-            for name in (*method_cls.defaults, *FALLBACK_DEFAULTS, "projector_learning_rate")
-            if getattr(self, name) is None
+            name for name in (*defaults, *FALLBACK_DEFAULTS, "projector_learning_rate") if getattr(self, name) is None
         ]
-        for name, value in method_cls.defaults.items():
+        for name, value in defaults.items():
             if name not in known:
                 raise ValueError(f"method {self.method!r} has a default for unknown config field {name!r}")
             if getattr(self, name) is None:
@@ -255,7 +355,20 @@ class UnlearningConfig(TrainingArguments):
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check(self.probe_epsilon > 0, f"probe_epsilon must be > 0, got {self.probe_epsilon}")
         check(self.probes_per_image >= 1, f"probes_per_image must be >= 1, got {self.probes_per_image}")
-        check(self.probe_step_size > 0, f"probe_step_size must be > 0, got {self.probe_step_size}")
+        check(
+            self.probe_step_size is None or self.probe_step_size > 0,
+            f"probe_step_size must be > 0 (or None for 2.5·ε/iterations), got {self.probe_step_size}",
+        )
+        check(self.batchnorm in BATCHNORM_MODES, f"batchnorm must be one of {BATCHNORM_MODES}, got {self.batchnorm!r}")
+        for name, allowed in (
+            ("projector_init", PROJECTOR_INITS),
+            ("deletion_path", DELETION_PATHS),
+            ("importance_schedule", IMPORTANCE_SCHEDULES),
+            ("importance_normalization", IMPORTANCE_NORMALIZATIONS),
+            ("deletion_loss", DELETION_LOSSES),
+        ):
+            value = getattr(self, name)
+            check(value is None or value in allowed, f"{name} must be one of {allowed}, got {value!r}")
         check(self.probe_num_steps >= 1, f"probe_num_steps must be >= 1, got {self.probe_num_steps}")
         check(self.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
         check(
@@ -301,6 +414,7 @@ class UnlearningConfig(TrainingArguments):
         check(self.importance_step >= 0, f"importance_step must be >= 0, got {self.importance_step}")
         check(self.stop_check_from_epoch >= 0, f"stop_check_from_epoch must be >= 0, got {self.stop_check_from_epoch}")
         check(self.drift_num_probes >= 0, f"drift_num_probes must be >= 0, got {self.drift_num_probes}")
+        check(self.log_print_steps >= 1, f"log_print_steps must be >= 1, got {self.log_print_steps}")
         check(self.drift_every_steps >= 1, f"drift_every_steps must be >= 1, got {self.drift_every_steps}")
         check(self.peft in (None, *PEFT_TYPES), f"unknown peft type {self.peft!r}; supported: {', '.join(PEFT_TYPES)}")
         check(self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}")

@@ -19,14 +19,20 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..lora import add_lora, is_peft_model, plain_copy
 from ..methods import get_method
 from ..structure import AnchorSpace
 from .batching import ProbeDataset, cyclic_batch
-from .callbacks import ForgetAccuracyStopping, MethodHooksCallback, StructureDriftCallback
+from .callbacks import (
+    ForgetAccuracyStopping,
+    IntervalPrinterCallback,
+    IntervalProgressCallback,
+    MethodHooksCallback,
+    StructureDriftCallback,
+)
 from .config import UnlearningConfig
 
 METHOD_STATE_NAME = "method_state.safetensors"
@@ -132,6 +138,9 @@ class UnlearningTrainer(Trainer):
             callbacks=internal + list(callbacks or []),
         )
         self.loss_is_scaled_for_ga = False
+        for verbose, quiet in ((ProgressCallback, IntervalProgressCallback), (PrinterCallback, IntervalPrinterCallback)):
+            if self.pop_callback(verbose) is not None:
+                self.add_callback(quiet(args.log_print_steps))
 
     # ---- setup ----
     def _build_drift_probe(
@@ -203,14 +212,16 @@ class UnlearningTrainer(Trainer):
         finally:
             restore()
 
+    def _method_loss(self, model: nn.Module, probe_batch: dict, forget_batch: dict, step: int) -> dict:
+        self.method.set_train_modes(model, step)
+        return self.method.compute_loss(model, probe_batch, forget_batch, step)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The method's total loss on (probe batch ``inputs``, forget batch of this step); terms kept for logging."""
         step = self.state.global_step
         forget_batch = self.forget_batch(step)
         with self.accelerator.autocast():
-            terms = self._call_in_forward(
-                model, lambda inner: self.method.compute_loss(inner, inputs, forget_batch, step)
-            )
+            terms = self._call_in_forward(model, lambda inner: self._method_loss(inner, inputs, forget_batch, step))
         if "loss" not in terms:
             raise ValueError(f"method {self.args.method!r} returned no 'loss' term (got {sorted(terms)})")
         self._step_terms = {key: value.detach().float() for key, value in terms.items() if key != "loss"}
@@ -218,6 +229,8 @@ class UnlearningTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.args.batchnorm == "keep_stats":
+            self._restore_batchnorm_statistics()
         if self._step_terms:
             keys = sorted(self._step_terms)
             values = torch.stack([self._step_terms[key].reshape(()) for key in keys])
@@ -226,6 +239,14 @@ class UnlearningTrainer(Trainer):
                 self._term_sums[key] = self._term_sums.get(key, 0.0) + value
             self._term_steps += 1
         return loss
+
+    @torch.no_grad()
+    def _restore_batchnorm_statistics(self) -> None:
+        """Put the reference model's BatchNorm running statistics back (``batchnorm="keep_stats"``)."""
+        original = dict(self.original_model.named_buffers())
+        for name, buffer in self.accelerator.unwrap_model(self.model).named_buffers():
+            if name in original and (name.endswith("running_mean") or name.endswith("running_var")):
+                buffer.copy_(original[name])
 
     # ---- checks (eval mode, identical on all ranks) ----
     def _sync_buffers(self) -> None:
