@@ -603,13 +603,31 @@ def caption_for(cells: list[dict]) -> str:
     )
 
 
+def mixed_settings(cells: list[dict]) -> list[str]:
+    """Per (model, row): the config settings that differ between its cells (besides the seed), e.g. cells left
+    from an older version; one line each."""
+    configs: dict = {}
+    for cell in cells:
+        config = {k: v for k, v in _flatten(cell["settings"].get("config", {})).items() if k != "seed"}
+        configs.setdefault((cell["model"], cell["row"]), []).append(config)
+    lines = []
+    for (model, row), found in configs.items():
+        keys = {key for config in found for key in config}
+        differ = sorted(key for key in keys if len({json.dumps(c.get(key), default=str) for c in found}) > 1)
+        if differ:
+            lines.append(f"- {model} / {row}: cells differ in {', '.join(differ)}")
+    return lines
+
+
 def write_report(output_dir: Path) -> str:
     """``report.md`` (Table 2 layout, trade-off, probe hit rate, cost) and ``plots/tradeoff.png`` from the cells."""
     cells = load_cells(output_dir)
     if not cells:
         raise FileNotFoundError(f"no cells under {output_dir / 'cells'}")
+    mixed = mixed_settings(cells)
+    warning = ["**Warning: cells computed with different settings are pooled below.**", *mixed, ""] if mixed else []
     report = "\n".join([
-        caption_for(cells), "", table2(cells),
+        caption_for(cells), "", *warning, table2(cells),
         "**Accuracy at equal forgetting** (A_test / A_r, %, mean over seeds; step 0 is after the method's set-up, "
         "e.g. with StructGuard's fresh projector; (n/m): seeds that reached the level).", "", tradeoff_table(cells),
         "**Probe sets** (target-hit rate under the Before model, per PGD setting).", "", hit_rate_table(cells),

@@ -126,6 +126,9 @@ def test_report_from_hand_made_cells(bench, tmp_path):
     caption = lines[0]
     assert "10 PGD iterations" in caption and "100.0 passes" in caption and "2000 test images" in caption
     assert (tmp_path / "report.md").read_text() == report
+    assert "Warning" not in report
+    cells[2]["settings"]["config"]["learning_rate"] = 0.5  # one l2ul cell from other settings
+    assert bench.mixed_settings(cells) == ["- gen / l2ul: cells differ in learning_rate"]
     assert (tmp_path / "plots" / "tradeoff.png").stat().st_size > 0
 
 
