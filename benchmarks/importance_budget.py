@@ -106,9 +106,10 @@ def markdown(content: dict) -> str:
     ]
     lines += [f"| {r['num_samples']:,} | {r['spearman_vs_largest']:.4f} | {r['min_tensor_spearman']:.4f} | "
               f"{r['relative_l2_error']:.4f} | {r['seconds']:.1f} |" for r in content["results"]]
-    name = lambda budget: f"{budget:,}" if budget else "none"  # noqa: E731
-    lines += ["", f"Smallest budget with ρ ≥ {content['min_rho']}: {name(content['smallest_within_tolerance'])} "
-              f"(every per-tensor ρ ≥ {content['min_rho']}: {name(content['smallest_within_tolerance_per_tensor'])})."]
+    name = lambda key: f"{content[key]:,}" if content[key] else "none"  # noqa: E731
+    rho = content["min_rho"]
+    lines += ["", f"Smallest budget with ρ ≥ {rho}: {name('smallest_within_tolerance')} "
+              f"(every per-tensor ρ ≥ {rho}: {name('smallest_within_tolerance_per_tensor')})."]
     return "\n".join(lines) + "\n"
 
 

@@ -238,7 +238,7 @@ def cached_probes(folder: Path, before, forget_images, forget_labels, num_classe
     """``(ProbeSet, info)`` for this model/forget set/PGD setting, generated once and kept under ``folder``.
 
     ``info``: ``num``, ``target_hit_rate`` (% of probes the Before model classifies as their target),
-    ``epsilon`` and ``seconds`` (generation time, also when read back from the cache).
+    ``epsilon``, ``step_size`` and ``seconds`` (generation time, also when read back from the cache).
     """
     probe_settings = {**settings, "probe_config": dataclasses.asdict(probe_config_for(config))}
     key = fingerprint(probe_settings)
@@ -250,7 +250,7 @@ def cached_probes(folder: Path, before, forget_images, forget_labels, num_classe
     probes = probes_for_config(before, forget_images, forget_labels, num_classes, config)
     seconds = time.perf_counter() - started
     info = {"num": len(probes), "target_hit_rate": target_hit_rate(before, probes),
-            "epsilon": probes.config.epsilon, "seconds": seconds}
+            "epsilon": probes.config.epsilon, "step_size": probes.config.step_size, "seconds": seconds}
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".safetensors")
     os.close(fd)
@@ -491,15 +491,22 @@ def tradeoff_table(cells: list[dict]) -> str:
 
 
 def hit_rate_table(cells: list[dict]) -> str:
-    """Target-hit rate (%) of each probe set under its Before model, mean ± std over seeds, per PGD radius ε."""
+    """Target-hit rate (%) of each probe set under its Before model, mean ± std over seeds, per PGD setting
+    (radius ε, step size), with the rows that used it."""
     rates: dict = {}
     for cell in cells:
         if "probes" in cell:
-            key = (cell["model"], cell["k"], cell["probes"]["epsilon"])
-            rates.setdefault(key, {})[cell["seed"]] = cell["probes"]["target_hit_rate"]
-    lines = ["| Model | k | ε | probes hitting their target (%) | seeds |", "|---|---|---|---|---|"]
-    for (model, k, eps), by_seed in sorted(rates.items()):
-        lines.append(f"| {model} | {k} | {eps:g} | {_fmt(list(by_seed.values()), 1)} | {len(by_seed)} |")
+            info = cell["probes"]
+            key = (cell["model"], cell["k"], info["epsilon"], info.get("step_size"))
+            entry = rates.setdefault(key, {"seeds": {}, "rows": set()})
+            entry["seeds"][cell["seed"]] = info["target_hit_rate"]
+            entry["rows"].add(cell["row"])
+    lines = ["| Model | k | ε | PGD step | probes hitting their target (%) | seeds | rows |", "|---" * 7 + "|"]
+    for (model, k, eps, step), entry in sorted(rates.items(), key=lambda item: str(item[0])):
+        step = "–" if step is None else f"{step:g}"
+        rate = _fmt(list(entry["seeds"].values()), 1)
+        lines.append(f"| {model} | {k} | {eps:g} | {step} | {rate} | {len(entry['seeds'])} | "
+                     f"{', '.join(_order(entry['rows']))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -603,16 +610,34 @@ def caption_for(cells: list[dict]) -> str:
     )
 
 
+def mixed_settings(cells: list[dict]) -> list[str]:
+    """Per (model, row): the config settings that differ between its cells (besides the seed), e.g. cells left
+    from an older version; one line each."""
+    configs: dict = {}
+    for cell in cells:
+        config = {k: v for k, v in _flatten(cell["settings"].get("config", {})).items() if k != "seed"}
+        configs.setdefault((cell["model"], cell["row"]), []).append(config)
+    lines = []
+    for (model, row), found in configs.items():
+        keys = {key for config in found for key in config}
+        differ = sorted(key for key in keys if len({json.dumps(c.get(key), default=str) for c in found}) > 1)
+        if differ:
+            lines.append(f"- {model} / {row}: cells differ in {', '.join(differ)}")
+    return lines
+
+
 def write_report(output_dir: Path) -> str:
     """``report.md`` (Table 2 layout, trade-off, probe hit rate, cost) and ``plots/tradeoff.png`` from the cells."""
     cells = load_cells(output_dir)
     if not cells:
         raise FileNotFoundError(f"no cells under {output_dir / 'cells'}")
+    mixed = mixed_settings(cells)
+    warning = ["**Warning: cells computed with different settings are pooled below.**", *mixed, ""] if mixed else []
     report = "\n".join([
-        caption_for(cells), "", table2(cells),
+        caption_for(cells), "", *warning, table2(cells),
         "**Accuracy at equal forgetting** (A_test / A_r, %, mean over seeds; step 0 is after the method's set-up, "
         "e.g. with StructGuard's fresh projector; (n/m): seeds that reached the level).", "", tradeoff_table(cells),
-        "**Probe sets** (target-hit rate under the Before model).", "", hit_rate_table(cells),
+        "**Probe sets** (target-hit rate under the Before model, per PGD setting).", "", hit_rate_table(cells),
         "**Cost** (mean over seeds; wall time by phase; ÷ L2UL: total time relative to L2UL's at the same k).", "",
         cost_table(cells),
     ])

@@ -86,7 +86,7 @@ def _cell(row, seed, a_test, a_r, a_f, k=16, levels=None, seconds=1.0, model="ge
             "settings": {"eval": {"test_eval_size": 2000}, "k": k, "seed": seed}}
     if row != "before":
         cell["levels"] = levels or {}
-        cell["probes"] = {"epsilon": 4.0, "target_hit_rate": 90.0 + seed, "num": 320, "seconds": 0.0}
+        cell["probes"] = {"epsilon": 4.0, "step_size": 1.0, "target_hit_rate": 90.0 + seed, "num": 320, "seconds": 0.0}
         cell["settings"]["config"] = {"num_train_epochs": 100.0, "max_steps": -1, "probe_num_steps": 10,
                                       "importance_num_samples": 2000}
     return cell
@@ -120,12 +120,15 @@ def test_report_from_hand_made_cells(bench, tmp_path):
     # trade-off: mean over the seeds that reached each level, (n/m) when not all did
     tradeoff = next(x for x in lines if x.startswith("| gen | 16 | l2ul |") and "80.5 / 85.5" in x)
     assert tradeoff.endswith("| 80.5 / 85.5 | 78.5 / 83.5 | 77.0 / 82.0 | 72.5 / 77.5 | 70.0 / 75.0 (1/2) |")
-    assert "| gen | 16 | 4 | 90.5 ± 0.7 | 2 |" in report  # hit rate over the two seeds
+    assert "| gen | 16 | 4 | 1 | 90.5 ± 0.7 | 2 | l2ul, structguard |" in report  # hit rate over the two seeds
     cost = next(x for x in lines if x.startswith("| gen | 16 | structguard | 10 |"))
     assert cost.endswith("| 30.0 | 2.00 |")  # 30 s against L2UL's mean 15 s
     caption = lines[0]
     assert "10 PGD iterations" in caption and "100.0 passes" in caption and "2000 test images" in caption
     assert (tmp_path / "report.md").read_text() == report
+    assert "Warning" not in report
+    cells[2]["settings"]["config"]["learning_rate"] = 0.5  # one l2ul cell from other settings
+    assert bench.mixed_settings(cells) == ["- gen / l2ul: cells differ in learning_rate"]
     assert (tmp_path / "plots" / "tradeoff.png").stat().st_size > 0
 
 
