@@ -407,6 +407,11 @@ class UnlearningConfig(TrainingArguments):
         check(self.drift_num_probes >= 0, f"drift_num_probes must be >= 0, got {self.drift_num_probes}")
         check(self.log_print_steps >= 1, f"log_print_steps must be >= 1, got {self.log_print_steps}")
         check(self.drift_every_steps >= 1, f"drift_every_steps must be >= 1, got {self.drift_every_steps}")
+        check(
+            not (self.peft and self.batchnorm == "keep_stats"),
+            "batchnorm='keep_stats' restores the Before statistics by parameter name, which a LoRA wrapper changes; "
+            "use batchnorm='frozen' with --peft",
+        )
         check(self.peft in (None, *PEFT_TYPES), f"unknown peft type {self.peft!r}; supported: {', '.join(PEFT_TYPES)}")
         check(self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}")
         check(self.lora_alpha is None or self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
