@@ -132,12 +132,6 @@ class RunArguments:
     )
 
 
-#: The embedded default multiplies the methods' default learning rates (method.md's CIFAR-10 values) by this:
-#: at those rates the very confident digits model does not always reach A_f = 0 within the pass cap. Chosen
-#: among 1, 2, 3, 5 by StructGuard's mean A_r (retained TRAINING data; never test data) over forget seeds 0-2,
-#: among the scales that reach A_f = 0 on every seed. See README, "The embedded default".
-EMBEDDED_DEFAULT_LR_SCALE = 2.0
-
 #: Forget-set size when none is given: the paper's smallest CIFAR request (16 of 50,000 = 0.03 %).
 DEFAULT_FORGET_K = 16
 #: The embedded default forgets 4 of its 1,437 digit training images (0.28 %), inside the paper's range of
@@ -277,17 +271,11 @@ def _eval_sets(data: ImageClassificationData, forget: ForgetSet, image_size: int
     )
 
 
-def settle_config(config: UnlearningConfig, num_retained: int, embedded_default: bool) -> UnlearningConfig:
-    """Fill what depends on the data: the importance budget ≈|D_r| (as the reference) and the embedded
-    default's learning-rate scale (only for rates the user left at the method's default)."""
-    changes = {}
-    if config.importance_num_samples is None:
-        changes["importance_num_samples"] = num_retained
-    if embedded_default:
-        for name in ("learning_rate", "projector_learning_rate"):
-            if name in config.defaulted_fields:
-                changes[name] = getattr(config, name) * EMBEDDED_DEFAULT_LR_SCALE
-    return dataclasses.replace(config, **changes) if changes else config
+def settle_config(config: UnlearningConfig, num_retained: int) -> UnlearningConfig:
+    """Fill what depends on the data: the importance budget ≈|D_r| (as the reference), unless set."""
+    if config.importance_num_samples is not None:
+        return config
+    return dataclasses.replace(config, importance_num_samples=num_retained)
 
 
 def run_pipeline(
@@ -313,7 +301,7 @@ def run_pipeline(
     data = load_data(data_args)
     forget = select_forget(data, data_args)
     method_configs = {
-        name: settle_config(method_config, len(data.train) - forget.k, data_args.dataset is None)
+        name: settle_config(method_config, len(data.train) - forget.k)
         for name, method_config in method_configs.items()
     }
     attributes = None if anchor_args.anchors else resolve_attributes(data, anchor_args)  # checked before any work

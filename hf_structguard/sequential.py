@@ -200,11 +200,10 @@ def run_sequential(
     model = copy.deepcopy(before)
     records: list[dict] = []
     logs: dict[str, list[dict]] = {}
-    embedded_default = data_args.dataset is None
     for number, request in enumerate(requests, start=1):
         so_far = _cat(forgets[:number])
         # the importance budget is |D_r| as known at this request: later requests are not known yet
-        request_args = settle_config(method_args, len(data.train) - len(so_far[1]), embedded_default)
+        request_args = settle_config(method_args, len(data.train) - len(so_far[1]))
         started = time.perf_counter()
         probe_model = before if seq_args.sequential_probes == "original" else model
         probes = probes_for_config(probe_model, *forgets[number - 1], data.num_classes, request_args, {})

@@ -128,16 +128,12 @@ def test_default_text_encoder_is_clip_when_the_hub_answers_else_the_packaged_one
     assert pipeline.default_text_encoder() == pipeline.PACKAGED_TEXT_ENCODER
 
 
-def test_settle_config_sizes_importance_and_scales_only_default_rates_of_the_embedded_default(tmp_path):
-    from hf_structguard.pipeline import EMBEDDED_DEFAULT_LR_SCALE, settle_config
+def test_settle_config_sizes_the_importance_budget_unless_set(tmp_path):
+    from hf_structguard.pipeline import settle_config
     from hf_structguard.trainer import UnlearningConfig
 
-    config = UnlearningConfig(output_dir=str(tmp_path), projector_learning_rate=0.02)
-    settled = settle_config(config, num_retained=1421, embedded_default=True)
-    assert settled.importance_num_samples == 1421
-    assert settled.learning_rate == config.learning_rate * EMBEDDED_DEFAULT_LR_SCALE
-    assert settled.projector_learning_rate == 0.02  # set by the user: kept
-    own_data = settle_config(config, num_retained=49_984, embedded_default=False)
-    assert own_data.learning_rate == config.learning_rate and own_data.importance_num_samples == 49_984
+    config = UnlearningConfig(output_dir=str(tmp_path))
+    settled = settle_config(config, num_retained=1421)
+    assert settled.importance_num_samples == 1421 and settled.learning_rate == config.learning_rate
     fixed = UnlearningConfig(output_dir=str(tmp_path), importance_num_samples=64)
-    assert settle_config(fixed, num_retained=1421, embedded_default=False).importance_num_samples == 64
+    assert settle_config(fixed, num_retained=1421).importance_num_samples == 64
