@@ -38,7 +38,8 @@ def run_unlearning(
     ``log_history`` (per-step loss terms, ``forget_acc``, ``structural_drift``), ``config`` (the resolved
     hyperparameters) and ``trainable_parameters`` (values the optimiser updated: adapter factors and saved
     modules with ``peft``). ``reference_model``: see :class:`UnlearningTrainer` (default: ``model`` as it
-    starts). With ``peft`` the returned model is the ``PeftModel`` (base + adapter).
+    starts). With ``peft`` the returned model is the ``PeftModel`` (base + adapter). The config's
+    ``resume_from_checkpoint`` (a checkpoint folder, or "true" for the latest in ``output_dir``) resumes a run.
     """
     started = time.perf_counter()
     if isinstance(method, UnlearningConfig):
@@ -58,7 +59,7 @@ def run_unlearning(
         reference_model=reference_model,
     )
     prepare_seconds = time.perf_counter() - started
-    trainer.train()
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     info = trainer.unlearning_result.to_dict()
     info["seconds_phases"] = {"prepare": prepare_seconds, **trainer.seconds_phases}
     info["log_history"] = list(trainer.state.log_history)
