@@ -261,6 +261,11 @@ def _resolve_labels(
 
 def _check_label_range(splits: dict[str, Dataset], label_column: str, num_classes: int) -> None:
     for name, ds in splits.items():
+        if None in ds.unique(label_column):
+            raise ValueError(
+                f"split {name!r} has rows without a label in column {label_column!r}. An image folder needs one "
+                f"sub-folder per class ({name}/cat/1.png, {name}/dog/2.png, ...), not images directly in {name}/"
+            )
         labels = _label_array(ds, label_column)
         if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
             raise ValueError(
