@@ -22,17 +22,18 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def is_offline_miss(error: BaseException) -> bool:
+    """Whether ``error`` says a Hub file is neither cached nor downloadable (offline mode or no network)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    return isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled))
+
+
 def hub_problem(error: BaseException) -> str | None:
     """A short reason for a Hub look-up failure (offline and not cached, no such repo, no such file), else None."""
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-    )
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
 
-    if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+    if is_offline_miss(error):
         return ("not on this machine and the Hub is not reachable (HF_HUB_OFFLINE=1 or no network): give a local "
                 "folder, or run once online to cache it")
     if isinstance(error, GatedRepoError):

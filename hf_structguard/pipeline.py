@@ -34,7 +34,7 @@ from .arguments import (  # noqa: F401  (re-exported: the options used to live h
 )
 from .anchors import SHIPPED, AnchorSet, build_anchor_set, load_attributes
 from .data import ForgetSet, ImageClassificationData, load_image_data, select_forget_set
-from .errors import UserInputError, option_errors
+from .errors import UserInputError, is_offline_miss, option_errors
 from .evaluation import EvalSets, evaluate_model, format_results_table, write_results
 from .hub import library_versions, load_or_create_salt, push_run, write_model_card
 from .hub.push import adapter_base_model
@@ -92,8 +92,9 @@ def load_before_model(data: ImageClassificationData, model_args: ModelArguments)
     """
     if model_args.model_name_or_path:
         name = model_args.model_name_or_path
+        option = f"--model_name_or_path {name}"
         try:
-            with option_errors(f"--model_name_or_path {name}", OSError):
+            with option_errors(option, OSError):
                 model = build_model(
                     name,
                     num_labels=data.num_classes,
@@ -102,11 +103,18 @@ def load_before_model(data: ImageClassificationData, model_args: ModelArguments)
                     cifar_stem=model_args.cifar_stem,
                     allow_pickle=model_args.allow_pickle,
                 )
+        except UserInputError as error:
+            if is_offline_miss(error.__cause__) and _is_timm_name(name):
+                raise UserInputError(f"{option}: timm fetches this architecture's pretrained weights from the Hub, "
+                                     "which is not reachable (HF_HUB_OFFLINE=1 or no network), and they are not "
+                                     "cached: give a local checkpoint (a saved model folder or local-dir:PATH), or "
+                                     "run once online") from error.__cause__
+            raise
         except Exception as error:  # safetensors' SafetensorError subclasses Exception only
-            if isinstance(error, UserInputError) or type(error).__name__ != "SafetensorError":
+            if type(error).__name__ != "SafetensorError":
                 raise
-            raise UserInputError(f"--model_name_or_path {name}: {_corrupt_file(name)} is not a readable "
-                                 f"safetensors file ({error}); download or save it again") from error
+            raise UserInputError(f"{option}: {_corrupt_file(name)} is not a readable safetensors file ({error}); "
+                                 "download or save it again") from error
         return model, name
     recipe = PretrainArguments(
         backbone=model_args.default_backbone,
@@ -124,6 +132,12 @@ def load_before_model(data: ImageClassificationData, model_args: ModelArguments)
         _, metrics = pretrain_classifier(data, recipe, folder)
         logger.info("Before model test accuracy: %.2f %%", metrics["test_accuracy"])
     return StructGuardForImageClassification.from_pretrained(folder), str(folder)
+
+
+def _is_timm_name(name: str) -> bool:
+    import timm
+
+    return not Path(name).exists() and timm.is_model(name)
 
 
 def _corrupt_file(name: str) -> str:
@@ -162,7 +176,7 @@ def build_anchors(data: ImageClassificationData, anchor_args: AnchorArguments, a
     A saved set or a text encoder that cannot be found or read raises :class:`UserInputError` naming the option.
     """
     if anchor_args.anchors:
-        with option_errors(f"--anchors {anchor_args.anchors}", OSError):
+        with option_errors("--anchors", OSError):
             return AnchorSet.load(anchor_args.anchors, class_names=data.class_names)
     encoder = anchor_args.text_encoder or default_text_encoder()
     with option_errors(f"--text_encoder {encoder}", OSError):

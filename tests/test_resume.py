@@ -24,7 +24,7 @@ sequential_script = load_script("scripts/sequential.py")
 TINY = ["--default_backbone", "resnet10t", "--default_epochs", "2", "--forget_k", "4", "--probes_per_image", "4",
         "--probe_num_steps", "5", "--importance_num_samples", "64", "--num_train_epochs", "3",
         "--per_device_train_batch_size", "4", "--save_steps", "2", "--retain_eval_size", "300",
-        "--disable_tqdm", "true", "--plots", "false"]
+        "--disable_tqdm", "true", "--plots", "false", "--mia", "false", "--retrieval", "false"]
 
 
 class Killed(Exception):
@@ -156,8 +156,7 @@ def test_killed_run_of_two_methods_resumes_to_the_uninterrupted_result(tmp_path,
 
 def test_keep_checkpoints_and_resume_errors_before_any_write(tmp_path):
     out = tmp_path / "kept"
-    run_script.main([*TINY, "--method", "neggrad", "--output_dir", str(out), "--keep_checkpoints", "true",
-                     "--mia", "false", "--retrieval", "false"])
+    run_script.main([*TINY, "--method", "neggrad", "--output_dir", str(out), "--keep_checkpoints", "true"])
     kept = list((out / "checkpoints" / "neggrad").iterdir())
     assert len(kept) == 1 and checkpoint_is_final(kept[0])
     for bad, message in ((["--resume_from_checkpoint", "true"], "no checkpoint under"),
@@ -170,7 +169,7 @@ def test_keep_checkpoints_and_resume_errors_before_any_write(tmp_path):
 
 
 def test_killed_sequence_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
-    arguments = [*TINY, "--num_requests", "2", "--request_k", "2", "--method", "l2ul", "--mia", "false"]
+    arguments = [*TINY, "--num_requests", "2", "--request_k", "2", "--method", "l2ul"]
     full = sequential_script.main([*arguments, "--output_dir", str(tmp_path / "full")])
     out = tmp_path / "killed"
     with monkeypatch.context() as patch:

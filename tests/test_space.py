@@ -168,6 +168,16 @@ def test_bad_query_gives_clear_error(served):
         client.predict("Forgotten", 99, None, "structguard", api_name="/query")
 
 
+def test_unreadable_upload_gives_clear_error(served, tmp_path):
+    from gradio_client import handle_file
+
+    _, client = served
+    bad = tmp_path / "photo.png"
+    bad.write_bytes(b"this is not a picture")
+    with pytest.raises(Exception, match=r"Cannot read photo\.png as an image .*upload a PNG, JPEG"):
+        client.predict("Upload", 0, handle_file(str(bad)), "structguard", api_name="/query")
+
+
 def test_missing_model_folder_is_reported(tiny_run, tmp_path):
     from gradio_client import Client
 

@@ -159,6 +159,15 @@ class DevTools:
         os.close(self._from_browser)
 
 
+# The affinity table lies inside the 1280 px window and scrolls nothing away sideways.
+TABLE_EXTENT = (
+    "(() => { const t = document.querySelector('#affinity-table table'); if (!t) return null;"
+    " const box = t.closest('.table-wrap') || t.parentElement; const r = t.getBoundingClientRect();"
+    " return {right: r.right, viewport: window.innerWidth, scrollWidth: box.scrollWidth,"
+    " clientWidth: box.clientWidth, rows: t.querySelectorAll('tbody tr').length}; })()"
+)
+
+
 def test_query_in_headless_chromium(tmp_path):
     executable = chromium_executable()
     demo = load_app().build_demo(make_tiny_run(tmp_path / "run"), gallery_size=GALLERY_SIZE)
@@ -174,6 +183,8 @@ def test_query_in_headless_chromium(tmp_path):
         )
         assert state["beforeCaptions"] >= 1 and state["afterCaptions"] >= 1, state
         assert "Forgotten training image" in state["info"]
+        table = browser.wait_for(TABLE_EXTENT, lambda t: t and t["rows"] >= 3, 60, "the affinity table")
+        assert table["right"] <= table["viewport"] and table["scrollWidth"] <= table["clientWidth"] + 1, table
         browser.screenshot(ARTIFACTS / "space.png")
     finally:
         browser.close()

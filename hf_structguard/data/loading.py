@@ -52,6 +52,10 @@ class ImageClassificationData:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def native_image_size(self) -> int:
+        """The side of the data's own images: the larger side of the first training image."""
+        return max(self.train[0][self.image_column].size)
+
     def split(self, split: str) -> Dataset:
         """The ``"train"`` or ``"test"`` dataset."""
         if split not in ("train", "test"):

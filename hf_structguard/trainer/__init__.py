@@ -1,4 +1,8 @@
-"""Unlearning with the ``transformers`` Trainer: config, trainer, paired batching, callbacks, one-call runner."""
+"""Unlearning with the ``transformers`` Trainer: config, trainer, paired batching, callbacks, one-call runner.
+
+The trainer module (``transformers.Trainer``, ``datasets``) is imported on first use, so that importing
+:class:`UnlearningConfig` (the scripts' ``--help``) does not pay for it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,16 @@ from ..lora import trainable_parameters
 from .batching import ProbeDataset, cyclic_batch, cyclic_indices
 from .callbacks import ForgetAccuracyStopping, MethodHooksCallback, StructureDriftCallback
 from .config import UnlearningConfig
-from .trainer import UnlearningResult, UnlearningTrainer
+
+_LAZY = ("UnlearningResult", "UnlearningTrainer")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_unlearning(
@@ -47,6 +60,8 @@ def run_unlearning(
         args = method.for_method(method.method, **changes) if changes else method
     else:
         args = UnlearningConfig(output_dir=output_dir or "unlearning_output", method=method, **config_overrides)
+    from .trainer import UnlearningTrainer
+
     trainer = UnlearningTrainer(
         model,
         args,
