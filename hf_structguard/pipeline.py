@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 from accelerate import PartialState
 from huggingface_hub import constants as hub_constants
+from transformers.trainer_utils import get_last_checkpoint
 
 from .arguments import (  # noqa: F401  (re-exported: the options used to live here)
     ARGUMENT_CLASSES,
@@ -47,7 +48,6 @@ from .pretrain import PretrainArguments, pretrain_classifier
 from .probes import ProbeSet, probes_for_config
 from .trainer import UnlearningConfig, run_unlearning
 from .trainer.trainer import LATEST, resolve_checkpoint
-from transformers.trainer_utils import get_last_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -261,20 +261,18 @@ def incomplete_deletions(results: dict[str, dict]) -> list[str]:
     return [name for name, metrics in results.items() if name != "before" and metrics["A_f"] > 0]
 
 
-def warn_incomplete(results: dict[str, dict], allow_incomplete: bool) -> list[str]:
-    """Print a loud warning for every model whose forget accuracy is not 0; returns their names."""
-    incomplete = incomplete_deletions(results)
-    for name in incomplete:
+def warn_incomplete(results: dict[str, dict], allow_incomplete: bool) -> None:
+    """Print a loud warning (stderr) for every model whose forget accuracy is not 0."""
+    for name in incomplete_deletions(results):
         metrics = results[name]
         print(
             f"\nWARNING: {name} did NOT complete the deletion: A_f = {metrics['A_f']:.2f} % of the forgotten samples "
-            f"are still classified correctly after {metrics['steps']} steps (the pass cap). Its card and deletion "
+            f"are still classified correctly after {metrics['steps']} steps. Its card and deletion "
             "receipt say 'incomplete'; --push_to_hub refuses it"
             f"{' (allowed here by --allow_incomplete)' if allow_incomplete else ' unless --allow_incomplete true'}. "
             "Unlearn further (a higher --num_train_epochs or --learning_rate).",
             file=sys.stderr,
         )
-    return incomplete
 
 
 def _eval_sets(data: ImageClassificationData, forget: ForgetSet, image_size: int, data_args: DataArguments) -> EvalSets:

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from hf_structguard.errors import UserInputError
 from hf_structguard.trainer import UnlearningConfig, UnlearningTrainer
-from hf_structguard.trainer.trainer import checkpoint_is_final
+from hf_structguard.trainer.trainer import METHOD_STATE_NAME, checkpoint_is_final
 
 from _scripts import load_script
 
@@ -84,6 +84,7 @@ def test_trainer_resume_is_bit_exact_and_a_final_checkpoint_needs_no_step(tmp_pa
             UnlearningTrainer(tiny_model(), _args(tmp_path, "resumed"), forget_images, forget_labels, probes,
                               anchors).train()
     assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["checkpoint-6"]  # save_total_limit 1
+    assert (tmp_path / "resumed" / "checkpoint-6" / METHOD_STATE_NAME).is_file()  # the importance
     resumed = UnlearningTrainer(tiny_model(), _args(tmp_path, "resumed"), forget_images, forget_labels, probes, anchors)
     resumed.train(resume_from_checkpoint="true")
     assert resumed.unlearning_result.steps == full.unlearning_result.steps
