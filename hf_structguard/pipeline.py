@@ -249,11 +249,14 @@ def resume_points(option: str | bool | None, folders: dict[str, Path]) -> dict[s
 
 
 def unlearning_config(method_args: UnlearningConfig, folder: Path, checkpoint: str | None) -> UnlearningConfig:
-    """``method_args`` checkpointing to ``folder`` and resuming from ``checkpoint``; a run that starts afresh
-    first removes stale checkpoints of an earlier attempt from ``folder`` (main process)."""
+    """``method_args`` for one trainer: checkpointing to ``folder``, resuming from ``checkpoint``, and never
+    pushing (the Trainer would create the repo and upload checkpoints; :func:`publish_run` pushes the finished,
+    complete folder). A run that starts afresh first removes stale checkpoints of an earlier attempt from
+    ``folder`` (main process)."""
     if checkpoint is None and PartialState().is_main_process:
         shutil.rmtree(folder, ignore_errors=True)
-    return dataclasses.replace(method_args, output_dir=str(folder), resume_from_checkpoint=checkpoint)
+    return dataclasses.replace(method_args, output_dir=str(folder), resume_from_checkpoint=checkpoint,
+                               push_to_hub=False)
 
 
 def incomplete_deletions(results: dict[str, dict]) -> list[str]:

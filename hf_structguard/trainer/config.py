@@ -72,6 +72,12 @@ class UnlearningConfig(TrainingArguments):
                   "checkpointed too, and --resume_from_checkpoint (a checkpoint-N folder, or true for the latest) "
                   "continues an interrupted run exactly. scripts/run.py and scripts/sequential.py default to 'steps'."},
     )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Resume an interrupted run: 'true' for the latest checkpoint (scripts/run.py: of each method, "
+                  "under <output_dir>/checkpoints) or a checkpoint-N folder. Restores the weights, optimiser, step, RNG, "
+                  "the method's importance and the stopping state; the run ends as an uninterrupted one would."},
+    )
     save_total_limit: int | None = field(
         default=1,
         metadata={"help": "Checkpoints kept per run (older ones are deleted); each holds the model and the optimiser "
