@@ -47,7 +47,7 @@ from .plots import plot_run
 from .pretrain import PretrainArguments, pretrain_classifier
 from .probes import ProbeSet, probes_for_config
 from .trainer import UnlearningConfig, run_unlearning
-from .trainer.trainer import LATEST, resolve_checkpoint
+from .trainer.trainer import resolve_checkpoint, resume_kind
 
 logger = logging.getLogger(__name__)
 
@@ -233,9 +233,10 @@ def resume_points(option: str | bool | None, folders: dict[str, Path]) -> dict[s
     each run's folder (a run without one starts afresh; at least one must exist); a checkpoint path = that
     checkpoint, for a run of one method only.
     """
-    if option is None or option is False or str(option).lower() in ("", "false", "none"):
+    kind = resume_kind(option)
+    if kind is None:
         return dict.fromkeys(folders)
-    if option is True or str(option).lower() in LATEST:
+    if kind == "latest":
         points = {name: get_last_checkpoint(folder) if folder.is_dir() else None for name, folder in folders.items()}
         if not any(points.values()):
             where = next(iter(folders.values())).parent

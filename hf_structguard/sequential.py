@@ -91,8 +91,8 @@ def plan_requests(num_train: int, seq_args: SequentialArguments, seed: int = 0) 
     else:
         total = seq_args.num_requests * seq_args.request_k
         if total > num_train:
-            raise UserInputError(f"{seq_args.num_requests} requests of {seq_args.request_k} rows need {total} rows, but "
-                             f"the train split has {num_train}")
+            raise UserInputError(f"{seq_args.num_requests} requests of {seq_args.request_k} rows need {total} rows, "
+                                 f"but the train split has {num_train}")
         order = select_forget_set(num_train, k=total, seed=seed).indices
         k = seq_args.request_k
         requests = [ForgetSet(order[i * k:(i + 1) * k], mode="random", seed=seed)

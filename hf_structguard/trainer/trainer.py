@@ -23,7 +23,6 @@ from transformers import Trainer, TrainerCallback, TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 
 from ..errors import UserInputError
-
 from ..lora import add_lora, is_peft_model, plain_copy
 from ..methods import get_method
 from ..structure import AnchorSpace
@@ -33,15 +32,23 @@ from .config import UnlearningConfig
 
 METHOD_STATE_NAME = "method_state.safetensors"
 TRAINER_STATE_NAME = "trainer_state.json"
-LATEST = ("true", "latest")  # --resume_from_checkpoint values meaning "the newest checkpoint in output_dir"
+
+
+def resume_kind(value: str | bool | None) -> str | None:
+    """What a ``resume_from_checkpoint`` value asks for: None (start afresh: None, False, "", "false"),
+    "latest" (True, "true", "latest": the newest checkpoint) or "path" (a checkpoint folder)."""
+    if value is None or value is False or str(value).lower() in ("", "false", "none"):
+        return None
+    return "latest" if value is True or str(value).lower() in ("true", "latest") else "path"
 
 
 def resolve_checkpoint(value: str | bool | None, output_dir: str | os.PathLike) -> str | None:
-    """The checkpoint folder that ``resume_from_checkpoint`` names: a path, or ``True``/"true"/"latest" for the
-    newest ``checkpoint-N`` in ``output_dir``; None for None/False/""/"false". UserInputError when there is none."""
-    if value is None or value is False or str(value).lower() in ("", "false", "none"):
+    """The checkpoint folder that ``resume_from_checkpoint`` names (:func:`resume_kind`), the newest
+    ``checkpoint-N`` of ``output_dir`` for "latest"; UserInputError when there is none."""
+    kind = resume_kind(value)
+    if kind is None:
         return None
-    if value is True or str(value).lower() in LATEST:
+    if kind == "latest":
         latest = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
         if latest is None:
             raise UserInputError(
