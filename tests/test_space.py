@@ -60,7 +60,8 @@ def make_tiny_run(folder: Path) -> Path:
     AnchorSet(
         class_names=names,
         embeddings=F.normalize(torch.randn(len(names), ANCHOR_DIM), dim=1),
-        descriptions=[f"digit {n}: a few strokes" for n in names],
+        descriptions=[f"digit {n}: a single closed oval loop; hollow centre; taller than it is wide; no straight "
+                      "strokes; no crossing lines; thin even pen width" for n in names],  # real lengths
         metadata={"encoder": "random (test)", "join": "; ", "anchors_per_class": "single"},
     ).save(folder / "anchors")
     forget = select_forget_set(len(data.train), k=8, seed=0)
