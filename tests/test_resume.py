@@ -22,7 +22,7 @@ run_script = load_script("scripts/run.py")
 sequential_script = load_script("scripts/sequential.py")
 
 TINY = ["--default_backbone", "resnet10t", "--default_epochs", "2", "--forget_k", "4", "--probes_per_image", "4",
-        "--probe_num_steps", "5", "--importance_num_samples", "64", "--num_train_epochs", "3",
+        "--probe_num_steps", "5", "--importance_num_samples", "64", "--num_train_epochs", "2",
         "--per_device_train_batch_size", "4", "--save_steps", "2", "--retain_eval_size", "300",
         "--disable_tqdm", "true", "--plots", "false", "--mia", "false", "--retrieval", "false"]
 
@@ -68,7 +68,7 @@ def _same_weights(folder_a: Path, folder_b: Path) -> None:
 
 def _args(tmp_path, name, **overrides):
     values = dict(output_dir=str(tmp_path / name), per_device_train_batch_size=12, forget_batch_size=4,
-                  num_train_epochs=3, importance_num_samples=24, save_strategy="steps", save_steps=3,
+                  num_train_epochs=2, importance_num_samples=24, save_strategy="steps", save_steps=2,
                   learning_rate=0.02, momentum=0.9, disable_tqdm=True)
     return UnlearningConfig(**{**values, **overrides})
 
@@ -79,12 +79,12 @@ def test_trainer_resume_is_bit_exact_and_a_final_checkpoint_needs_no_step(tmp_pa
     full.train()
 
     with monkeypatch.context() as patch:
-        kill_at(patch, 7)
+        kill_at(patch, 5)  # dies in step 6, after checkpoints 2 and 4 (importance was computed in step 2)
         with pytest.raises(Killed):
             UnlearningTrainer(tiny_model(), _args(tmp_path, "resumed"), forget_images, forget_labels, probes,
                               anchors).train()
-    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["checkpoint-6"]  # save_total_limit 1
-    assert (tmp_path / "resumed" / "checkpoint-6" / METHOD_STATE_NAME).is_file()  # the importance
+    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["checkpoint-4"]  # save_total_limit 1
+    assert (tmp_path / "resumed" / "checkpoint-4" / METHOD_STATE_NAME).is_file()  # the importance
     resumed = UnlearningTrainer(tiny_model(), _args(tmp_path, "resumed"), forget_images, forget_labels, probes, anchors)
     resumed.train(resume_from_checkpoint="true")
     assert resumed.unlearning_result.steps == full.unlearning_result.steps

@@ -51,26 +51,22 @@ AFFINITY_COLUMN_WIDTHS = ["7%", "12%", "51%", "10%", "10%", "10%"]
 UPLOAD_FORMATS = "PNG, JPEG, WebP, GIF or BMP"
 
 
-class QueryImage(gr.Image):
-    """``gr.Image`` whose unreadable upload fails with a message saying so, not Gradio's generic "Error"."""
+def explain_unreadable(image: gr.Image) -> gr.Image:
+    """``image`` whose unreadable upload fails with a message saying so, not Gradio's generic "Error" (an
+    instance override: a ``gr.Image`` subclass would make Gradio write a ``.pyi`` stub next to this file)."""
+    preprocess = image.preprocess
 
-    @classmethod
-    def get_block_name(cls) -> str:
-        return "image"  # the same front-end component as gr.Image
-
-    def preprocess(self, payload):
+    def checked(payload):
         try:
-            return super().preprocess(payload)
+            return preprocess(payload)
         except (OSError, ValueError) as error:  # PIL.UnidentifiedImageError is an OSError
             name = getattr(payload, "orig_name", None) or "the uploaded file"
             raise gr.Error(f"Cannot read {name} as an image ({type(error).__name__}): upload a {UPLOAD_FORMATS} "
                            "picture.") from error
 
-CSS = """
-#before-gallery .grid-wrap, #after-gallery .grid-wrap {height: auto; min-height: 0; max-height: none}
-#before-gallery .caption-label, #after-gallery .caption-label {white-space: normal; overflow: visible;
-  text-overflow: clip; max-width: calc(100% - 8px); font-size: 12px; line-height: 1.25}
-"""
+    image.preprocess = checked
+    return image
+
 
 INTRO = """# StructGuard: what did unlearning change?
 Pick a query from the **retained** training images, the **forgotten** ones (the forget set) or upload one.
@@ -163,7 +159,9 @@ def build_demo(run_dir: str | os.PathLike | None = DEFAULT_RUN_DIR, **overrides)
             with gr.Column(scale=1):
                 source = gr.Radio(list(QUERY_SOURCES), value=first_source, label="Query from")
                 index = gr.Number(value=0, precision=0, minimum=0, label=index_label(first_source))
-                upload = QueryImage(type="pil", label="Your query image (for 'Upload')", height=160)
+                upload = explain_unreadable(
+                    gr.Image(type="pil", label="Your query image (for 'Upload')", height=160)
+                )
                 method = gr.Dropdown(backend.methods, value=backend.default_method, label="Unlearned model")
                 button = gr.Button(f"Retrieve the top-{TOP_K}", variant="primary", elem_id="run-query")
             with gr.Column(scale=1):
