@@ -68,6 +68,12 @@ def explain_unreadable(image: gr.Image) -> gr.Image:
     return image
 
 
+CSS = """
+#before-gallery .grid-wrap, #after-gallery .grid-wrap {height: auto; min-height: 0; max-height: none}
+#before-gallery .caption-label, #after-gallery .caption-label {white-space: normal; overflow: visible;
+  text-overflow: clip; max-width: calc(100% - 8px); font-size: 12px; line-height: 1.25}
+"""
+
 INTRO = """# StructGuard: what did unlearning change?
 Pick a query from the **retained** training images, the **forgotten** ones (the forget set) or upload one.
 Each side shows the top-5 images retrieved from the retain gallery by cosine similarity of the pooled
