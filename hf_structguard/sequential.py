@@ -27,6 +27,10 @@ the union of ALL requests), so A_r is comparable across requests and with a one-
 union; ``steps`` and ``seconds`` summed over the requests) with ``requests``, the list of every request's
 metrics. The final model (or adapter) goes to ``<output_dir>/<method>`` with its card, whose deletion receipt
 covers the union (``forget_set.json``); the per-request ids stay in the private ``forget_set_requests.json``.
+
+Each request checkpoints to ``<output_dir>/checkpoints/request_<n>``; ``--resume_from_checkpoint true``
+continues an interrupted sequence: finished requests are restored from their final checkpoint, the
+interrupted one resumes from its latest, later ones start afresh (see :func:`~hf_structguard.pipeline.resume_points`).
 """
 
 from __future__ import annotations
@@ -36,14 +40,16 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import PartialState
 
+from .arguments import SequentialArguments
 from .data import ForgetSet, select_forget_set
+from .data.forget import write_private_text
+from .errors import UserInputError, option_errors
 from .evaluation import EvalSets, evaluate_model, format_results_table, write_results
 from .evaluation.accuracy import predict
 from .hub import library_versions, load_or_create_salt, write_model_card
@@ -51,16 +57,20 @@ from .hub.receipt import FORGET_SET_FILE
 from .lora import save_model
 from .methods import get_method
 from .pipeline import (
+    CHECKPOINTS_DIR,
     AnchorArguments,
     DataArguments,
     ModelArguments,
     RunArguments,
     build_anchors,
     check_push_arguments,
+    finish_run,
     load_before_model,
     load_data,
     resolve_attributes,
+    resume_points,
     settle_config,
+    unlearning_config,
 )
 from .plots import plot_run
 from .probes import probes_for_config
@@ -68,68 +78,21 @@ from .trainer import UnlearningConfig, run_unlearning
 
 logger = logging.getLogger(__name__)
 
-REFERENCES = ("original", "previous")
-PROBE_SOURCES = ("previous", "original")
-FORGET_SCOPES = ("union", "request")
 REQUESTS_FILE = "forget_set_requests.json"  # private: the ids of every request
-
-
-@dataclass
-class SequentialArguments:
-    """The sequence of deletion requests and how each request is unlearned."""
-
-    forget_ids_files: list[str] | None = field(
-        default=None,
-        metadata={"help": "One file of training-row ids per request, in order (JSON list or one per line). The "
-                  "requests must be disjoint."},
-    )
-    num_requests: int | None = field(
-        default=None,
-        metadata={"help": "Instead of files: split one seeded permutation (--forget_seed) into this many disjoint "
-                  "requests of --request_k rows (their union is the --forget_k N*k set of a one-shot run)."},
-    )
-    request_k: int | None = field(default=None, metadata={"help": "Rows per request (with --num_requests)."})
-    sequential_reference: str = field(
-        default="original",
-        metadata={"help": "Reference of every request for S_ori and ψ^ori: the original Before model, or the "
-                  "previous request's model.", "choices": list(REFERENCES)},
-    )
-    sequential_probes: str = field(
-        default="previous",
-        metadata={"help": "Model that generates each request's probes: the one that starts the request, or the "
-                  "original Before model.", "choices": list(PROBE_SOURCES)},
-    )
-    sequential_forget: str = field(
-        default="union",
-        metadata={"help": "Forget set of a request's deletion loss and stop rule: 'union' of all requests so far "
-                  "(earlier samples stay forgotten; probes from the new samples only) or the 'request' alone.",
-                  "choices": list(FORGET_SCOPES)},
-    )
-
-    def __post_init__(self) -> None:
-        for name, allowed in (("sequential_reference", REFERENCES), ("sequential_probes", PROBE_SOURCES),
-                              ("sequential_forget", FORGET_SCOPES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        by_count = self.num_requests is not None or self.request_k is not None
-        if bool(self.forget_ids_files) == by_count:
-            raise ValueError("give the requests either as --forget_ids_files FILE ... or as --num_requests N "
-                             "--request_k K (exactly one of the two)")
-        if by_count and (self.num_requests is None or self.num_requests < 1 or self.request_k is None
-                         or self.request_k < 1):
-            raise ValueError(f"--num_requests and --request_k must both be >= 1, got {self.num_requests} and "
-                             f"{self.request_k}")
 
 
 def plan_requests(num_train: int, seq_args: SequentialArguments, seed: int = 0) -> list[ForgetSet]:
     """The forget set of every request; ValueError (before any work) for bad, out-of-range or overlapping ids."""
     if seq_args.forget_ids_files:
-        requests = [select_forget_set(num_train, indices_file=path) for path in seq_args.forget_ids_files]
+        requests = []
+        for path in seq_args.forget_ids_files:
+            with option_errors(f"--forget_ids_files {path}", OSError):
+                requests.append(select_forget_set(num_train, indices_file=path))
     else:
         total = seq_args.num_requests * seq_args.request_k
         if total > num_train:
-            raise ValueError(f"{seq_args.num_requests} requests of {seq_args.request_k} rows need {total} rows, but "
-                             f"the train split has {num_train}")
+            raise UserInputError(f"{seq_args.num_requests} requests of {seq_args.request_k} rows need {total} rows, "
+                                 f"but the train split has {num_train}")
         order = select_forget_set(num_train, k=total, seed=seed).indices
         k = seq_args.request_k
         requests = [ForgetSet(order[i * k:(i + 1) * k], mode="random", seed=seed)
@@ -138,7 +101,7 @@ def plan_requests(num_train: int, seq_args: SequentialArguments, seed: int = 0) 
     for number, request in enumerate(requests, start=1):
         shared = sorted(i for i in request.indices if i in seen)
         if shared:
-            raise ValueError(
+            raise UserInputError(
                 f"forget-id files overlap: {seq_args.forget_ids_files[number - 1]} (request {number}) repeats "
                 f"{len(shared)} id(s) of request {seen[shared[0]]}, e.g. {shared[:5]}; each training row can be "
                 "forgotten once"
@@ -161,14 +124,18 @@ def run_sequential(
 ) -> dict:
     """Run the sequence of deletion requests (module docstring); returns the content of ``results.json``."""
     if run_args.methods and len(run_args.methods) > 1:
-        raise ValueError(f"a sequence of requests runs one method (--method), got --methods {run_args.methods}")
+        raise UserInputError(f"a sequence of requests runs one method (--method), got --methods {run_args.methods}")
     if data_args.forget_ids_file or data_args.forget_classes:
-        raise ValueError("a sequence takes its requests from --forget_ids_files or --num_requests/--request_k, "
-                         "not --forget_ids_file/--forget_classes")
+        raise UserInputError("a sequence takes its requests from --forget_ids_files or --num_requests/--request_k, "
+                             "not --forget_ids_file/--forget_classes")
     method = run_args.methods[0] if run_args.methods else config.method
-    method_args = config.for_method(method)  # unknown names and bad values fail here, before any work
-    check_push_arguments(config, model_args)
+    with option_errors():  # unknown names and bad values fail here, before any work
+        method_args = config.for_method(method)
+        check_push_arguments(config, model_args)
     output_dir = Path(config.output_dir)
+    count = len(seq_args.forget_ids_files) if seq_args.forget_ids_files else seq_args.num_requests
+    folders = [output_dir / CHECKPOINTS_DIR / f"request_{number}" for number in range(1, count + 1)]
+    checkpoints = list(resume_points(config.resume_from_checkpoint, dict(enumerate(folders))).values())
     is_main = PartialState().is_main_process
 
     data = load_data(data_args)
@@ -176,12 +143,13 @@ def run_sequential(
     union = ForgetSet([i for request in requests for i in request.indices], mode=requests[0].mode,
                       seed=requests[0].seed)
     attributes = None if anchor_args.anchors else resolve_attributes(data, anchor_args)
+    saved_anchors = build_anchors(data, anchor_args) if anchor_args.anchors else None  # checked before any work
     before, before_source = load_before_model(data, model_args)
     size = before.config.image_size
     test = data.tensors("test", None, size)
     retain = data.tensors("train", union.retain_indices(len(data.train)).tolist(), size)
     forgets = [data.tensors("train", request.indices, size) for request in requests]
-    anchors = build_anchors(data, anchor_args, attributes)
+    anchors = saved_anchors if saved_anchors is not None else build_anchors(data, anchor_args, attributes)
 
     def eval_sets(forget) -> EvalSets:
         return EvalSets(test=test, retain=retain, forget=forget, retain_subsample=data_args.retain_eval_size,
@@ -190,7 +158,7 @@ def run_sequential(
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         union.to_json(output_dir / FORGET_SET_FILE)  # private, local only: the receipt covers the union
-        (output_dir / REQUESTS_FILE).write_text(json.dumps([r.indices for r in requests]) + "\n", encoding="utf-8")
+        write_private_text(output_dir / REQUESTS_FILE, json.dumps([r.indices for r in requests]) + "\n")
         anchors.save(output_dir / "anchors")
         before.save_pretrained(output_dir / "before")
     results = {"before": evaluate_model(before, eval_sets(_cat(forgets)), retrieval=data_args.retrieval,
@@ -210,7 +178,8 @@ def run_sequential(
         images, labels = so_far if seq_args.sequential_forget == "union" else forgets[number - 1]
         probe_seconds = time.perf_counter() - started
         model, info = run_unlearning(
-            model, request_args, images, labels, probes, anchors=anchors,
+            model, unlearning_config(request_args, folders[number - 1], checkpoints[number - 1]), images, labels,
+            probes, anchors=anchors,
             retain_dataset=retain if get_method(method).needs_retain else None,
             reference_model=before if seq_args.sequential_reference == "original" else None,
         )
@@ -262,5 +231,6 @@ def run_sequential(
         if run_args.plots:
             plot_run(output_dir, results, logs)
         print(format_results_table({"before": results["before"], **{f"request {r['request']}": r for r in records}}))
+        finish_run(output_dir, {"before": results["before"], method: results[method]}, run_args)
     PartialState().wait_for_everyone()
     return json.loads((output_dir / "results.json").read_text())

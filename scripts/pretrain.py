@@ -7,8 +7,9 @@ CIFAR stem) on any image-classification dataset, ready for ``scripts/run.py --mo
     # tiny, on the embedded digits data (no --dataset)
     python scripts/pretrain.py --backbone resnet10t --image_size 16 --epochs 1 --hflip false --output_dir /tmp/before
 
-Writes the model (``save_pretrained``: config.json + model.safetensors) and ``train_result.json`` (test
-accuracy and the recipe) to ``--output_dir``. Options: ``python scripts/pretrain.py --help``.
+Writes the model (``save_pretrained``: config.json + model.safetensors) and ``train_result.json`` (train and
+test accuracy and the recipe) to ``--output_dir``; shows a progress bar with the time left. Without
+``--image_size`` the images' own size is used. Options: ``python scripts/pretrain.py --help``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from hf_structguard.pipeline import load_data
-from hf_structguard.pretrain import PretrainArguments, pretrain_classifier
+from hf_structguard.errors import UserInputError, option_errors, run_cli
+from hf_structguard.pretrain import PretrainArguments
 
 
 @dataclass
@@ -40,16 +41,26 @@ class PretrainDataArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Parse the options and train; raises ``UserInputError`` for bad input (``run_cli`` prints it)."""
     argv = sys.argv[1:] if argv is None else argv
     parser = HfArgumentParser((PretrainDataArguments, PretrainArguments), description=__doc__)
-    data_args, recipe = parser.parse_args_into_dataclasses(args=argv)
+    with option_errors():
+        data_args, recipe = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import timm
+
+    from hf_structguard.pipeline import load_data  # heavy: after --help and argument errors
+    from hf_structguard.pretrain import pretrain_classifier
+
+    if not timm.is_model(recipe.backbone):
+        raise UserInputError(f"--backbone {recipe.backbone}: not a timm architecture (see timm.list_models())")
     data = load_data(data_args)  # the same dataset options as scripts/run.py
     _, metrics = pretrain_classifier(data, recipe, data_args.output_dir)
     metrics["dataset"] = data.source
-    print(json.dumps({"test_accuracy": metrics["test_accuracy"], "output_dir": data_args.output_dir}))
+    print(json.dumps({key: metrics[key] for key in ("train_accuracy", "test_accuracy")}
+                     | {"image_size": metrics["recipe"]["image_size"], "output_dir": data_args.output_dir}))
     return metrics
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -6,6 +6,8 @@
     python scripts/sequential.py --help                                          # every option
 
 Takes every option of scripts/run.py (one method) plus the sequence options; see hf_structguard.sequential.
+``--resume_from_checkpoint true`` continues an interrupted sequence. Bad input stops with one line
+(``error: ...``, exit code 2) before anything is written.
 """
 
 from __future__ import annotations
@@ -15,18 +17,23 @@ import sys
 
 from transformers import HfArgumentParser
 
-from hf_structguard.pipeline import ARGUMENT_CLASSES, publish_run
-from hf_structguard.sequential import SequentialArguments, run_sequential
+from hf_structguard.arguments import ARGUMENT_CLASSES, SCRIPT_DEFAULTS, SequentialArguments
+from hf_structguard.errors import option_errors, run_cli
 
 DEFAULT_OUTPUT_DIR = "outputs/sequential"
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Parse the options and run the sequence; raises :class:`UserInputError` for bad input (``run_cli`` prints it)."""
     argv = sys.argv[1:] if argv is None else argv
     parser = HfArgumentParser((*ARGUMENT_CLASSES, SequentialArguments), description=__doc__)
-    parser.set_defaults(output_dir=DEFAULT_OUTPUT_DIR)
-    data_args, model_args, anchor_args, run_args, config, seq_args = parser.parse_args_into_dataclasses(args=argv)
+    parser.set_defaults(output_dir=DEFAULT_OUTPUT_DIR, **SCRIPT_DEFAULTS)
+    with option_errors():  # the options' own checks (SequentialArguments.__post_init__ and co.)
+        data_args, model_args, anchor_args, run_args, config, seq_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from hf_structguard.pipeline import publish_run  # heavy: after --help and argument errors
+    from hf_structguard.sequential import run_sequential
+
     results = run_sequential(data_args, model_args, anchor_args, run_args, seq_args, config)
     if config.push_to_hub:
         publish_run(config.output_dir, run_args.methods or [config.method], config, run_args)
@@ -34,4 +41,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

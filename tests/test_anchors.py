@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hf_structguard.anchors import (
     AnchorSet,
@@ -288,6 +289,18 @@ def test_validate_errors(cifar10_minilm):
         AnchorSet(["a"], torch.ones(1, 3))
     with pytest.raises(ValueError, match="shape"):
         AnchorSet(["a", "b"], torch.ones(1, 3))
+
+
+def test_degenerate_anchor_dimensions_are_rejected_or_warned(caplog):
+    with pytest.raises(ValueError, match="1-dimensional anchors: every cosine between them is \\+1 or -1"):
+        AnchorSet(["a", "b", "c"], torch.tensor([[1.0], [-1.0], [1.0]]))
+    with caplog.at_level("WARNING", logger="hf_structguard.anchors.anchor_set"):
+        AnchorSet(["a", "b", "c", "d"], F.normalize(torch.randn(4, 3), dim=1))
+    assert "3-dimensional anchors for 4 classes" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hf_structguard.anchors.anchor_set"):
+        AnchorSet(["a", "b", "c"], F.normalize(torch.randn(3, 3), dim=1))
+    assert caplog.text == ""
 
 
 # ------------------------------------------------------------------------------------- generation

@@ -66,7 +66,7 @@ def test_ranks_take_identical_stopping_decisions(two_process_run):
 
 def test_checkpoints_hold_the_model_and_the_method_state(two_process_run):
     checkpoints = sorted(p.name for p in (two_process_run / "structguard").iterdir())
-    assert checkpoints == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert checkpoints == ["checkpoint-6"]  # saved at steps 2, 4, 6; save_total_limit=1 keeps the latest
     for checkpoint in checkpoints:
         files = {p.name for p in (two_process_run / "structguard" / checkpoint).iterdir()}
         assert {"model.safetensors", "method_state.safetensors", "trainer_state.json"} <= files

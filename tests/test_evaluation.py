@@ -227,6 +227,8 @@ def test_mia_flags_obvious_members():
     assert result["attack_auc_cv"] == 1.0 and result["attack_accuracy_cv"] == 1.0
     assert result["forget_member_rate"] == 1.0 and result["forget_member_prob_mean"] > 0.9
     assert result["forget_auc"] == 1.0 and result["forget_accuracy"] == 1.0
+    assert result["forget_auc_distance"] == 0.5 and result["forget_auc_num_values"] == 26
+    assert result["forget_auc_interval_95"] == [1.0, 1.0]  # perfectly separated in every resample
     assert result["num_members"] == result["num_nonmembers"] == 20  # balanced to the smaller group
     assert result["num_forget"] == 5 and result["num_holdout"] == 5
 
@@ -245,6 +247,29 @@ def test_mia_uninformative_auc_in_range_and_deterministic():
     for key in ("attack_auc_cv", "attack_accuracy_cv", "attack_auc_train", "forget_member_rate"):
         assert 0.0 <= result[key] <= 1.0
     assert result == membership_inference_audit(*args, features=("loss", "entropy", "confidence"), seed=3)
+
+
+def test_auc_below_chance_is_as_far_from_it_and_small_k_is_uncertain():
+    from hf_structguard.evaluation.mia import bootstrap_auc_interval
+
+    generator = torch.Generator().manual_seed(2)
+    labels = torch.randint(0, 3, (46,), generator=generator)
+    members = confident_logits(labels[:20], 20.0, generator)
+    nonmembers = confident_logits(labels[20:40], -5.0, generator)
+    # over-forgotten: the 3 forgotten images have a HIGHER loss than any unseen image (AUC 0, not "better")
+    forgotten = confident_logits(labels[40:43], -30.0, generator)
+    holdout = confident_logits(labels[43:46], -5.0, generator)
+    result = membership_inference_audit(members, labels[:20], nonmembers, labels[20:40], forgotten, labels[40:43],
+                                        holdout, labels[43:46], seed=0)
+    assert result["forget_auc"] == 0.0 and result["forget_auc_distance"] == 0.5
+    assert result["forget_auc_num_values"] == 10  # 3 against 3: the AUC is one of 0, 1/9, ..., 1
+
+    rng = np.random.default_rng(0)
+    few = bootstrap_auc_interval(rng.normal(0, 1, 3), rng.normal(0, 1, 3), seed=0)
+    many = bootstrap_auc_interval(rng.normal(0, 1, 300), rng.normal(0, 1, 300), seed=0)
+    assert few[1] - few[0] > 0.5 > 0.2 > many[1] - many[0]  # k = 3 says little; k = 300 pins it near 0.5
+    assert many[0] < 0.5 < many[1]
+    assert bootstrap_auc_interval([2.0, 3.0], [0.0, 1.0]) == (1.0, 1.0)
 
 
 def test_mia_rejects_bad_inputs():

@@ -19,6 +19,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, Repositor
 
 from hf_structguard.anchors import AnchorSet
 from hf_structguard.data import ForgetSet
+from hf_structguard.errors import UserInputError
 from hf_structguard.evaluation import write_results
 from hf_structguard.hub import (
     DeletionReceipt,
@@ -43,7 +44,9 @@ def _metrics(a_test, a_r, a_f, with_mia=True):
         "sizes": {"test": 30, "retain": 60, "forget": 4}, "seconds": 1.5,
     }
     if with_mia:
-        metrics["mia"] = {"attack_auc_cv": 0.61, "forget_member_rate": 0.25, "forget_auc": 0.52}
+        metrics["mia"] = {"attack_auc_cv": 0.61, "forget_member_rate": 0.25, "forget_auc": 0.25,
+                          "forget_auc_distance": 0.25, "forget_auc_interval_95": [0.0, 0.625], "num_forget": 4,
+                          "num_holdout": 4, "forget_auc_num_values": 17}
     return metrics
 
 
@@ -100,11 +103,14 @@ def test_receipt_salt_is_private_and_verifiable(tmp_path):
     salt_file = output_dir / "deletion_salt.txt"
     salt = salt_file.read_text().strip()
     assert len(salt) == 64 and stat.S_IMODE(os.stat(salt_file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(output_dir / "forget_set.json").st_mode) == 0o600  # the raw ids: owner-only too
     assert receipt.k == 4 and receipt.verify(list(reversed(FORGET_IDS)), salt)
     assert not receipt.verify(FORGET_IDS, "another salt") and not receipt.verify(FORGET_IDS[:3], salt)
     assert receipt.fingerprint == fingerprint_ids(FORGET_IDS, salt) != ForgetSet(FORGET_IDS, "ids").fingerprint()
     saved = json.loads((output_dir / METHOD / "deletion_receipt.json").read_text())
-    assert salt not in json.dumps(saved) and set(saved) == {"k", "fingerprint", "mode", "date", "algorithm"}
+    assert salt not in json.dumps(saved) and set(saved) == {"k", "fingerprint", "mode", "date", "algorithm",
+                                                            "complete", "remaining_forget_accuracy"}
+    assert saved["complete"] is True  # no forget accuracy given: nothing says otherwise
     # re-rendering reuses the salt and the receipt (same date); a user salt is used but never written
     assert receipt_for_run(output_dir, METHOD) == receipt
     own = receipt_for_run(output_dir, METHOD, salt="my secret")
@@ -132,7 +138,8 @@ def test_model_card_has_model_index_and_no_private_data(run_dir, tmp_path):
     assert metrics[("train (retain)", "A_r")] == 91.43 and metrics[("train (forget)", "100 − A_f")] == 100.0
     assert metrics[("train (forget)", "100 − A_f (Before)")] == 0.0
     assert metrics[("train (retain)", "R@1 (retain queries)")] == 90.5
-    assert metrics[("train (forget)", "MIA: forget-vs-unseen AUC")] == 0.52
+    assert metrics[("train (forget)", "MIA: forget-vs-unseen AUC (0.5 = chance)")] == 0.25
+    assert metrics[("train (forget)", "MIA: distance of that AUC from chance, abs(AUC − 0.5)")] == 0.25
 
     card = ModelCard(text)  # huggingface_hub parses the model-index back into EvalResults
     assert {r.metric_name for r in card.data.eval_results} >= {"A_test", "A_r", "100 − A_f", "A_test (Before)"}
@@ -140,13 +147,47 @@ def test_model_card_has_model_index_and_no_private_data(run_dir, tmp_path):
     for expected in ("| A_test | test | 92.59 | 84.38 |", receipt.fingerprint, "## Limitations",
                      "retain-free", "membership-inference", "projector_learning_rate", "0.009",
                      "https://huggingface.co/datasets/test-user/anchors", "cat, dog, frog",
-                     'from_pretrained("test-user/sg-digits")', "torch " + torch.__version__):
+                     'from_pretrained("test-user/sg-digits")', "torch " + torch.__version__,
+                     "| MIA: forget-vs-unseen AUC (0.5 = chance) | train (forget) | 0.25 | 0.25 |  |",
+                     "| MIA: distance of that AUC from chance, abs(AUC − 0.5) | train (forget) | 0.25 | 0.25 | ↓ |",
+                     "far *below* 0.5", "it compares 4 forgotten with 4 unseen samples", "17 distinct values",
+                     "[0.00, 0.62]", "| Status | complete"):
         assert expected in text, expected
+    assert "Incomplete deletion" not in text and "identify which class" not in text
     assert "output_dir" not in text and "forget_ids_file" not in text
 
     no_mia = {name: {k: v for k, v in m.items() if k != "mia"} for name, m in results["methods"].items()}
     text = write_model_card(output_dir, METHOD, no_mia, results["run_config"]).read_text()
     assert "MIA" not in text and "No membership-inference audit" in text
+
+
+def test_incomplete_deletion_is_marked_and_not_pushed_unless_allowed(local_hub, run_dir):
+    output_dir, _ = run_dir
+    results = json.loads((output_dir / "results.json").read_text())
+    results["methods"][METHOD]["A_f"] = 25.0  # stopped at the pass cap with 1 of 4 images still recognised
+    results["methods"][METHOD]["stopped_at_zero"] = False
+    (output_dir / "results.json").write_text(json.dumps(results))
+    text = write_model_card(output_dir, METHOD, results, results["run_config"]).read_text()
+    assert "**Incomplete deletion.**" in text and "25.00 % of them (A_f) are still classified correctly" in text
+    assert "| Status | **incomplete**: A_f = 25.00 % still classified correctly |" in text
+    receipt = DeletionReceipt.load(output_dir / METHOD / "deletion_receipt.json")
+    assert receipt.complete is False and receipt.remaining_forget_accuracy == 25.0
+
+    seen = len(local_hub.requests)
+    with pytest.raises(UserInputError, match=r"did not complete the deletion \(25.00 %.*--allow_incomplete true"):
+        push_run(output_dir, METHOD, "test-user/partial", endpoint=local_hub.endpoint)
+    assert len(local_hub.requests) == seen  # refused before any network call
+    push_run(output_dir, METHOD, "test-user/partial", endpoint=local_hub.endpoint, allow_incomplete=True)
+    pushed = json.loads(Path(hf_hub_download("test-user/partial", "deletion_receipt.json")).read_text())
+    assert pushed["complete"] is False and pushed["remaining_forget_accuracy"] == 25.0
+
+
+def test_class_mode_card_says_k_can_identify_the_class(run_dir):
+    output_dir, _ = run_dir
+    ForgetSet(indices=FORGET_IDS, mode="classes", classes=[1]).to_json(output_dir / "forget_set.json")
+    results = json.loads((output_dir / "results.json").read_text())
+    text = write_model_card(output_dir, METHOD, results, results["run_config"]).read_text()
+    assert "| Selection | classes |" in text and "it can identify which class was forgotten" in text
 
 
 def test_card_and_push_refuse_bad_input_before_any_work(run_dir, tmp_path):

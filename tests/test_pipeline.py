@@ -109,7 +109,8 @@ def test_help_documents_every_option():
     shown = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "run.py"), "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for option in ("--forget_k", "--methods", "--text_encoder", "--probe_epsilon", "--alignment_measure", "--config"):
+    for option in ("--forget_k", "--methods", "--text_encoder", "--probe_epsilon", "--alignment_measure", "--config",
+                   "--resume_from_checkpoint", "--keep_checkpoints", "--allow_incomplete", "--save_total_limit"):
         assert option in shown
 
 
@@ -137,3 +138,26 @@ def test_settle_config_sizes_the_importance_budget_unless_set(tmp_path):
     assert settled.importance_num_samples == 1421 and settled.learning_rate == config.learning_rate
     fixed = UnlearningConfig(output_dir=str(tmp_path), importance_num_samples=64)
     assert settle_config(fixed, num_retained=1421).importance_num_samples == 64
+
+
+def test_incomplete_deletion_warns_marks_the_receipt_and_is_not_pushed(tmp_path, capsys):
+    from hf_structguard.errors import UserInputError
+
+    out = tmp_path / "partial"
+    with pytest.raises(UserInputError, match="--push_to_hub: neggrad did not complete the deletion"):
+        run_script.main([*TINY, "--method", "neggrad", "--learning_rate", "1e-9", "--num_train_epochs", "1",
+                         "--mia", "false", "--retrieval", "false", "--plots", "false", "--output_dir", str(out),
+                         "--push_to_hub", "true", "--hub_model_id", "test-user/partial"])
+    assert "WARNING: neggrad did NOT complete the deletion" in capsys.readouterr().err
+    receipt = json.loads((out / "neggrad" / "deletion_receipt.json").read_text())
+    results = json.loads((out / "results.json").read_text())
+    assert receipt["complete"] is False and receipt["remaining_forget_accuracy"] == results["methods"]["neggrad"]["A_f"] > 0
+    assert "**Incomplete deletion.**" in (out / "neggrad" / "README.md").read_text()
+
+
+def test_private_files_are_owner_only(finished_run):
+    import stat
+
+    output_dir, _ = finished_run
+    for name in ("forget_set.json", "deletion_salt.txt"):
+        assert stat.S_IMODE((output_dir / name).stat().st_mode) == 0o600, name

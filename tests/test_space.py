@@ -60,7 +60,8 @@ def make_tiny_run(folder: Path) -> Path:
     AnchorSet(
         class_names=names,
         embeddings=F.normalize(torch.randn(len(names), ANCHOR_DIM), dim=1),
-        descriptions=[f"digit {n}: a few strokes" for n in names],
+        descriptions=[f"digit {n}: a single closed oval loop; hollow centre; taller than it is wide; no straight "
+                      "strokes; no crossing lines; thin even pen width" for n in names],  # real lengths
         metadata={"encoder": "random (test)", "join": "; ", "anchors_per_class": "single"},
     ).save(folder / "anchors")
     forget = select_forget_set(len(data.train), k=8, seed=0)
@@ -166,6 +167,16 @@ def test_bad_query_gives_clear_error(served):
     _, client = served
     with pytest.raises(Exception, match="Image number must be in 0..7"):
         client.predict("Forgotten", 99, None, "structguard", api_name="/query")
+
+
+def test_unreadable_upload_gives_clear_error(served, tmp_path):
+    from gradio_client import handle_file
+
+    _, client = served
+    bad = tmp_path / "photo.png"
+    bad.write_bytes(b"this is not a picture")
+    with pytest.raises(Exception, match=r"Cannot read photo\.png as an image .*upload a PNG, JPEG"):
+        client.predict("Upload", 0, handle_file(str(bad)), "structguard", api_name="/query")
 
 
 def test_missing_model_folder_is_reported(tiny_run, tmp_path):

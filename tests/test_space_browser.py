@@ -159,6 +159,18 @@ class DevTools:
         os.close(self._from_browser)
 
 
+# Every column of the affinity table (header cells) lies inside the table's box and is wide enough to read: at
+# 1280 px next to the plot the Before / unlearned / change columns were scrolled out of sight.
+TABLE_EXTENT = (
+    "(() => { const root = document.querySelector('#affinity-table'); if (!root) return null;"
+    " const box = root.getBoundingClientRect();"
+    " const heads = [...root.querySelectorAll('thead th')].map(th => { const r = th.getBoundingClientRect();"
+    " return {text: th.innerText.trim(), right: r.right, width: r.width}; });"
+    " return {right: Math.min(box.right, window.innerWidth), heads: heads,"
+    " rows: root.querySelectorAll('tbody tr').length}; })()"
+)
+
+
 def test_query_in_headless_chromium(tmp_path):
     executable = chromium_executable()
     demo = load_app().build_demo(make_tiny_run(tmp_path / "run"), gallery_size=GALLERY_SIZE)
@@ -174,6 +186,10 @@ def test_query_in_headless_chromium(tmp_path):
         )
         assert state["beforeCaptions"] >= 1 and state["afterCaptions"] >= 1, state
         assert "Forgotten training image" in state["info"]
+        table = browser.wait_for(TABLE_EXTENT, lambda t: t and t["rows"] >= 1, 60, "the affinity table")
+        assert [head["text"] for head in table["heads"]][-3:] == ["Before", "structguard", "change"], table
+        for head in table["heads"]:
+            assert head["right"] <= table["right"] + 1 and head["width"] >= 40, (head, table["right"])
         browser.screenshot(ARTIFACTS / "space.png")
     finally:
         browser.close()

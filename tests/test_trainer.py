@@ -1,15 +1,14 @@
-"""UnlearningConfig defaults and validation, paired batching, the stopping rule, the trainer, resume."""
+"""UnlearningConfig defaults and validation, paired batching, the stopping rule, the trainer (resume: test_resume.py)."""
 
 import copy
 import dataclasses
-import os
 from typing import ClassVar
 
 import pytest
 import torch
 import torch.nn.functional as F
 from _unlearning_helpers import tiny_model, tiny_problem
-from transformers import HfArgumentParser, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import HfArgumentParser, TrainerControl, TrainerState, TrainingArguments
 
 from hf_structguard.methods import METHOD_REGISTRY, UnlearningMethod, register_method
 from hf_structguard.trainer import (
@@ -20,7 +19,6 @@ from hf_structguard.trainer import (
     cyclic_indices,
     run_unlearning,
 )
-from hf_structguard.trainer.trainer import METHOD_STATE_NAME
 
 
 # ---- config ----
@@ -224,65 +222,3 @@ def test_run_unlearning_returns_model_and_info(tmp_path):
         tiny_model(), config, forget_images, forget_labels, probes, num_train_epochs=1, disable_tqdm=True
     )
     assert info["steps"] == 1 and info["config"]["method"] == "adv" and "retention" in info["log_history"][0]
-
-
-# ---- resume ----
-class _StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-
-
-def _resume_args(tmp_path, name):
-    return UnlearningConfig(
-        output_dir=str(tmp_path / name),
-        per_device_train_batch_size=12,
-        forget_batch_size=4,
-        num_train_epochs=2,
-        importance_num_samples=24,
-        stop_at_zero_forget_accuracy=False,
-        save_strategy="steps",
-        save_steps=5,
-        learning_rate=0.02,
-        projector_learning_rate=0.03,
-        momentum=0.9,
-        disable_tqdm=True,
-    )
-
-
-def test_resume_from_checkpoint_ends_in_the_same_state(tmp_path):
-    forget_images, forget_labels, probes, anchors = tiny_problem()  # 48 probes, 12 per step: 4 steps per pass
-
-    full = UnlearningTrainer(
-        tiny_model(), _resume_args(tmp_path, "full"), forget_images, forget_labels, probes, anchors
-    )
-    full.train()
-    assert full.state.global_step == 8
-
-    interrupted = UnlearningTrainer(
-        tiny_model(),
-        _resume_args(tmp_path, "resumed"),
-        forget_images,
-        forget_labels,
-        probes,
-        anchors,
-        callbacks=[_StopAt(5)],
-    )
-    interrupted.train()
-    checkpoint = tmp_path / "resumed" / "checkpoint-5"
-    assert interrupted.state.global_step == 5 and (checkpoint / METHOD_STATE_NAME).is_file()
-
-    resumed = UnlearningTrainer(
-        tiny_model(), _resume_args(tmp_path, "resumed"), forget_images, forget_labels, probes, anchors
-    )
-    resumed.train(resume_from_checkpoint=str(checkpoint))
-    assert resumed.state.global_step == 8
-    for key in full.method.importance:
-        assert torch.equal(resumed.method.importance[key], full.method.importance[key])
-    expected = full.model.state_dict()
-    for key, value in resumed.model.state_dict().items():
-        assert torch.allclose(value.double(), expected[key].double(), atol=1e-6, rtol=0), key
-    assert os.path.isdir(tmp_path / "resumed" / "checkpoint-8")

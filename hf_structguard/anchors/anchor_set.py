@@ -13,6 +13,8 @@ On disk and on the Hub an anchor set is a folder (a dataset repo) holding
 from __future__ import annotations
 
 import json
+import logging
+import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,8 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserInputError, hub_problem, one_line
 from .attributes import describe, load_attributes, match_class_names, normalize_class_name
 from .encoders import DEFAULT_ENCODER, TextEncoder, load_text_encoder
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "hf-structguard-anchors"
 FORMAT_VERSION = 1
@@ -50,6 +55,10 @@ class AnchorSet:
     ``class_names[i]`` is the class of row ``i``; with several anchors per class a class spans several
     consecutive rows (:attr:`classes` lists each class once, :attr:`class_indices` maps rows to them).
     ``attributes``/``descriptions`` hold, per row, the attributes and the text that was encoded.
+
+    Degenerate dimensions: 1-d anchors are rejected (every cosine between them is ±1, so the structure, the
+    cosine affinities to the anchors, cannot tell classes apart); fewer dimensions than classes log a warning
+    (at most d anchors are linearly independent, so some classes' affinities are mixtures of others').
     """
 
     class_names: list[str]
@@ -68,6 +77,18 @@ class AnchorSet:
             )
         if not torch.isfinite(emb).all() or not torch.allclose(emb.norm(dim=1), torch.ones(len(emb)), atol=1e-3):
             raise ValueError("Anchor embeddings must be finite and L2-normalised (use F.normalize(x, dim=1)).")
+        num_classes = len(set(self.class_names))
+        if emb.shape[1] == 1 and num_classes > 1:
+            raise ValueError(
+                "1-dimensional anchors: every cosine between them is +1 or -1, so the structure (affinities to the "
+                "anchors) cannot tell the classes apart; encode them with a text encoder of more dimensions."
+            )
+        if emb.shape[1] < num_classes:
+            logger.warning(
+                "%d-dimensional anchors for %d classes: at most %d of them are linearly independent, so the "
+                "structure cannot separate every class; prefer an encoder with at least as many dimensions as "
+                "classes.", emb.shape[1], num_classes, emb.shape[1],
+            )
         self.embeddings = emb
         for name in ("attributes", "descriptions"):
             value = getattr(self, name)
@@ -234,10 +255,16 @@ class AnchorSet:
         if not folder.is_dir():
             from huggingface_hub import snapshot_download
 
-            folder = Path(snapshot_download(
-                str(dir_or_repo_id), repo_type="dataset", revision=revision, token=token, endpoint=endpoint,
-                allow_patterns=["*.parquet", METADATA_FILE],
-            ))
+            if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", str(dir_or_repo_id)):
+                raise UserInputError(f"no such anchor folder {dir_or_repo_id} (nor a Hub dataset id)")
+            try:
+                folder = Path(snapshot_download(
+                    str(dir_or_repo_id), repo_type="dataset", revision=revision, token=token, endpoint=endpoint,
+                    allow_patterns=["*.parquet", METADATA_FILE],
+                ))
+            except OSError as error:
+                raise UserInputError(f"no local folder {dir_or_repo_id}, and as a Hub dataset: "
+                                     f"{hub_problem(error) or one_line(error)}") from error
         files = [folder / PARQUET_FILE] if (folder / PARQUET_FILE).is_file() else sorted(folder.rglob("*.parquet"))
         if not files:
             raise ValueError(f"No anchor parquet file in {str(dir_or_repo_id)!r}; expected {PARQUET_FILE}.")

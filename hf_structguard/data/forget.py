@@ -14,6 +14,20 @@ import numpy as np
 FORGET_MODES = ("random", "ids", "classes")
 
 
+def write_private_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` readable by its owner only (mode 0600), atomically (a temporary file, then
+    a rename): the forgotten ids, the receipt salt and the per-request ids are never world-readable."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o600)  # an existing temporary file keeps its mode through os.open
+    os.replace(tmp, path)
+    return path
+
+
 @dataclass
 class ForgetSet:
     """Train-split row indices to forget, in selection order, and how they were chosen."""
@@ -51,7 +65,7 @@ class ForgetSet:
             {"indices": self.indices, "mode": self.mode, "seed": self.seed, "classes": self.classes, "k": self.k}
         )
         if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
+            write_private_text(path, text + "\n")
         return text
 
     @classmethod

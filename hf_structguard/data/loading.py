@@ -52,6 +52,10 @@ class ImageClassificationData:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def native_image_size(self) -> int:
+        """The side of the data's own images: the larger side of the first training image."""
+        return max(self.train[0][self.image_column].size)
+
     def split(self, split: str) -> Dataset:
         """The ``"train"`` or ``"test"`` dataset."""
         if split not in ("train", "test"):
@@ -261,6 +265,11 @@ def _resolve_labels(
 
 def _check_label_range(splits: dict[str, Dataset], label_column: str, num_classes: int) -> None:
     for name, ds in splits.items():
+        if None in ds.unique(label_column):
+            raise ValueError(
+                f"split {name!r} has rows without a label in column {label_column!r}. An image folder needs one "
+                f"sub-folder per class ({name}/cat/1.png, {name}/dog/2.png, ...), not images directly in {name}/"
+            )
         labels = _label_array(ds, label_column)
         if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
             raise ValueError(

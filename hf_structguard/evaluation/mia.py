@@ -2,7 +2,10 @@
 
 The attack is trained to tell *members* (retained training samples) from *non-members* (held-out test
 samples) by per-sample features of the model's outputs, then asked about the forget set. After successful
-unlearning the forget samples should look like non-members.
+unlearning the forget samples should look like non-members: a forget-vs-unseen AUC near 0.5 (chance). An AUC
+far *below* 0.5 is as revealing as one far above (the forgotten samples are then recognisable as "less member
+than unseen data"), so the distance |AUC − 0.5| is what to read. With few forgotten samples the AUC takes few
+values and is noisy: its seeded bootstrap interval says how much.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -19,6 +23,22 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 MIA_FEATURES = ("loss", "entropy", "confidence")
+BOOTSTRAP_SAMPLES = 1000
+
+
+def bootstrap_auc_interval(
+    positive: np.ndarray, negative: np.ndarray, seed: int = 0, samples: int = BOOTSTRAP_SAMPLES, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile ``level`` interval of the ROC-AUC of scores ``positive`` vs ``negative`` over ``samples``
+    stratified bootstrap resamples (each group resampled with replacement, ``default_rng(seed)``)."""
+    rng = np.random.default_rng(seed)
+    pos = np.asarray(positive, dtype=float)[rng.integers(0, len(positive), (samples, len(positive)))]
+    neg = np.asarray(negative, dtype=float)[rng.integers(0, len(negative), (samples, len(negative)))]
+    ranks = rankdata(np.concatenate([pos, neg], axis=1), axis=1)[:, : len(positive)]  # ties share their mean rank
+    aucs = (ranks.sum(axis=1) - len(positive) * (len(positive) + 1) / 2) / (len(positive) * len(negative))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(aucs, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def _check_pair(logits: torch.Tensor, labels: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,7 +113,11 @@ def membership_inference_audit(
       calls unseen test samples members.
     - ``forget_member_prob_mean``: mean P(member) over the forget set.
     - with ``holdout_*`` only: ``forget_auc``, the ROC-AUC of P(member) separating forget samples
-      (positive) from the holdout test samples (negative), 0.5 = indistinguishable from unseen data; and
+      (positive) from the holdout test samples (negative), 0.5 = indistinguishable from unseen data;
+      ``forget_auc_distance`` = |forget_auc − 0.5| (lower is better: far below 0.5 reveals as much as far
+      above); ``forget_auc_interval_95``, its seeded stratified bootstrap 95 % interval
+      (:func:`bootstrap_auc_interval`), and ``forget_auc_num_values`` = num_forget · num_holdout + 1, the
+      number of values the AUC can take (with k = 3 against 3 unseen samples: 10); and
       ``forget_accuracy``, the balanced accuracy (= accuracy for equal sizes) of the 0.5 threshold on
       that forget-vs-holdout set.
     - ``num_members`` / ``num_nonmembers`` (after balancing), ``num_forget``, ``num_holdout``,
@@ -140,8 +164,12 @@ def membership_inference_audit(
         "seed": seed,
     }
     if holdout_x is not None:
-        joint_prob = np.concatenate([forget_prob, attack.predict_proba(holdout_x)[:, 1]])
+        holdout_prob = attack.predict_proba(holdout_x)[:, 1]
+        joint_prob = np.concatenate([forget_prob, holdout_prob])
         joint_y = np.concatenate([np.ones(len(forget_x), dtype=int), np.zeros(len(holdout_x), dtype=int)])
         result["forget_auc"] = float(roc_auc_score(joint_y, joint_prob))
+        result["forget_auc_distance"] = abs(result["forget_auc"] - 0.5)
+        result["forget_auc_interval_95"] = list(bootstrap_auc_interval(forget_prob, holdout_prob, seed))
+        result["forget_auc_num_values"] = len(forget_x) * len(holdout_x) + 1
         result["forget_accuracy"] = float(balanced_accuracy_score(joint_y, joint_prob >= 0.5))
     return result

@@ -65,7 +65,9 @@ _RETRIEVAL_ROWS = [
 _MIA_ROWS = [
     (("mia", "forget_member_rate"), "MIA: forget samples called members", "train (forget)", "mia_member_rate",
      100.0, False),
-    (("mia", "forget_auc"), "MIA: forget-vs-unseen AUC", "train (forget)", "mia_auc", 1.0, False),
+    (("mia", "forget_auc"), "MIA: forget-vs-unseen AUC (0.5 = chance)", "train (forget)", "mia_auc", 1.0, None),
+    (("mia", "forget_auc_distance"), "MIA: distance of that AUC from chance, abs(AUC − 0.5)", "train (forget)",
+     "mia_auc_distance", 1.0, False),
     (("mia", "attack_auc_cv"), "MIA: member-vs-non-member attack AUC", "train (retain)", "mia_attack_auc", 1.0,
      None),
 ]
@@ -111,7 +113,7 @@ def write_model_card(
     methods = results.get("methods", results)
     if method not in methods:
         raise ValueError(f"results have no entry for method {method!r} (found: {sorted(methods)}).")
-    receipt = receipt_for_run(output_dir, method, salt)
+    receipt = receipt_for_run(output_dir, method, salt, forget_accuracy=methods[method].get("A_f"))
     card = render_model_card(
         method, methods, run_config, receipt, model_config=model_config, adapter=adapter,
         anchors_repo=anchors_repo, base_model=base_model, dataset=dataset, repo_id=repo_id,

@@ -19,7 +19,8 @@ from huggingface_hub import CommitInfo, HfApi
 
 from ..lora import ADAPTER_CONFIG_FILE, UNLEARNED_CONFIG_FILE, is_adapter_folder
 from .card import CARD_FILE, _hub_id, read_saved_model, write_model_card
-from .receipt import FORGET_SET_FILE, RECEIPT_FILE, SALT_FILE
+from ..errors import UserInputError
+from .receipt import FORGET_SET_FILE, RECEIPT_FILE, SALT_FILE, DeletionReceipt
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def push_run(
     dataset: str | None = None,
     commit_message: str | None = None,
     salt: str | None = None,
+    allow_incomplete: bool = False,
 ) -> CommitInfo:
     """Push ``<output_dir>/<method>/`` (the unlearned model or LoRA adapter, and its card) to the repo ``repo_id``.
 
@@ -90,6 +92,9 @@ def push_run(
     uploaded in one commit; a file that already has the same content on the Hub is skipped, so re-running
     after a failure is safe. ``endpoint`` selects another Hub (default: ``HF_ENDPOINT``). Returns the
     commit info.
+
+    An incomplete deletion (the receipt's ``complete`` is False: forgotten samples still recognised) is refused
+    with a :class:`~hf_structguard.errors.UserInputError` before any network call unless ``allow_incomplete``.
 
     A LoRA adapter loads on top of its base model, which must be on the Hub (:func:`adapter_base_model`);
     its ``adapter_config.json`` is pointed at that repo id before the upload.
@@ -120,6 +125,13 @@ def push_run(
         raise ValueError(f"Neither {results_file} nor {model_dir / CARD_FILE} exists: write the model card first.")
     if not (model_dir / PREPROCESSOR_FILE).is_file():
         write_preprocessor_config(model_dir)
+    receipt = DeletionReceipt.load(model_dir / RECEIPT_FILE) if (model_dir / RECEIPT_FILE).is_file() else None
+    if receipt is not None and not receipt.complete and not allow_incomplete:
+        raise UserInputError(
+            f"--push_to_hub: {method} did not complete the deletion ({receipt.remaining_forget_accuracy:.2f} % of the "
+            "forgotten samples are still classified correctly); not pushed. Unlearn further (e.g. a higher "
+            "--num_train_epochs), or pass --allow_incomplete true to publish it marked incomplete"
+        )
 
     files = public_files(model_dir)
     _check_no_secret(model_dir, files, output_dir / SALT_FILE, salt)

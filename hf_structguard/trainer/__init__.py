@@ -1,4 +1,8 @@
-"""Unlearning with the ``transformers`` Trainer: config, trainer, paired batching, callbacks, one-call runner."""
+"""Unlearning with the ``transformers`` Trainer: config, trainer, paired batching, callbacks, one-call runner.
+
+The trainer module (``transformers.Trainer``, ``datasets``) is imported on first use, so that importing
+:class:`UnlearningConfig` (the scripts' ``--help``) does not pay for it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,16 @@ from ..lora import trainable_parameters
 from .batching import ProbeDataset, cyclic_batch, cyclic_indices
 from .callbacks import AccuracyAtForgetLevels, ForgetAccuracyStopping, MethodHooksCallback, StructureDriftCallback
 from .config import UnlearningConfig
-from .trainer import UnlearningResult, UnlearningTrainer
+
+_LAZY = ("UnlearningResult", "UnlearningTrainer")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_unlearning(
@@ -38,7 +51,8 @@ def run_unlearning(
     ``log_history`` (per-step loss terms, ``forget_acc``, ``structural_drift``), ``config`` (the resolved
     hyperparameters) and ``trainable_parameters`` (values the optimiser updated: adapter factors and saved
     modules with ``peft``). ``reference_model``: see :class:`UnlearningTrainer` (default: ``model`` as it
-    starts). With ``peft`` the returned model is the ``PeftModel`` (base + adapter).
+    starts). With ``peft`` the returned model is the ``PeftModel`` (base + adapter). The config's
+    ``resume_from_checkpoint`` (a checkpoint folder, or "true" for the latest in ``output_dir``) resumes a run.
     """
     started = time.perf_counter()
     if isinstance(method, UnlearningConfig):
@@ -46,6 +60,8 @@ def run_unlearning(
         args = method.for_method(method.method, **changes) if changes else method
     else:
         args = UnlearningConfig(output_dir=output_dir or "unlearning_output", method=method, **config_overrides)
+    from .trainer import UnlearningTrainer
+
     trainer = UnlearningTrainer(
         model,
         args,
@@ -58,7 +74,7 @@ def run_unlearning(
         reference_model=reference_model,
     )
     prepare_seconds = time.perf_counter() - started
-    trainer.train()
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     info = trainer.unlearning_result.to_dict()
     info["seconds_phases"] = {"prepare": prepare_seconds, **trainer.seconds_phases}
     info["log_history"] = list(trainer.state.log_history)

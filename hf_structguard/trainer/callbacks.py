@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import SaveStrategy
 
 
 def pass_index(epoch: float) -> int:
@@ -52,7 +54,7 @@ class StructureDriftCallback(TrainerCallback):
             self.record(self.measure())
 
 
-class ForgetAccuracyStopping(TrainerCallback):
+class ForgetAccuracyStopping(TrainerCallback, ExportableState):
     """Evaluates the forget accuracy after every step and stops training the moment it is exactly 0 %.
 
     Stopping is allowed only for steps of pass ``check_from_epoch`` (0-based) and later — by default from the
@@ -64,7 +66,9 @@ class ForgetAccuracyStopping(TrainerCallback):
         check_from_epoch: first pass whose steps may stop training.
         enabled: False records the accuracy but never stops.
 
-    After training: ``stopped_step`` (global step at which it stopped, or None) and ``last_accuracy``.
+    After training: ``stopped_step`` (global step at which it stopped, or None) and ``last_accuracy``. Both are
+    saved in every checkpoint's ``trainer_state.json`` (:meth:`state`) and restored on resume; with
+    ``save_strategy="steps"`` the step that stops training is checkpointed, so a resumed run knows it had ended.
     """
 
     def __init__(
@@ -89,6 +93,12 @@ class ForgetAccuracyStopping(TrainerCallback):
         if self.enabled and accuracy == 0.0 and pass_index(state.epoch) >= self.check_from_epoch:
             self.stopped_step = state.global_step
             control.should_training_stop = True
+            control.should_save = control.should_save or args.save_strategy == SaveStrategy.STEPS
+
+    def state(self) -> dict:
+        """The resumable state (``ExportableState``; restored by the trainer, see ``UnlearningTrainer``)."""
+        return {"args": {"check_from_epoch": self.check_from_epoch, "enabled": self.enabled},
+                "attributes": {"stopped_step": self.stopped_step, "last_accuracy": self.last_accuracy}}
 
 
 def _print_due(state, logs: dict | None, every: int) -> bool:
@@ -118,6 +128,7 @@ class IntervalPrinterCallback(PrinterCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if _print_due(state, logs, self.every):
             super().on_log(args, state, control, logs=logs, **kwargs)
+
 
 class AccuracyAtForgetLevels(TrainerCallback):
     """Accuracy on fixed evaluation sets at step 0 and when the forget accuracy first reaches each level.

@@ -51,7 +51,7 @@ class UnlearningConfig(TrainingArguments):
     # --- TrainingArguments whose defaults change for unlearning ---
     output_dir: str | None = field(
         default="unlearning_output",
-        metadata={"help": "Folder for checkpoints (only written when save_strategy != 'no')."},
+        metadata={"help": "Folder for checkpoints (only written when save_strategy != 'no'). scripts/run.py: the run folder (checkpoints go to <output_dir>/checkpoints/<method>, removed when the run completes)."},
     )
     learning_rate: float | None = field(
         default=None,
@@ -75,7 +75,21 @@ class UnlearningConfig(TrainingArguments):
         default=1, metadata={"help": "Log every N steps (1: the per-step curves of Figure 2)."}
     )
     save_strategy: str = field(
-        default="no", metadata={"help": "Checkpoint strategy ('no', 'steps', 'epoch'); checkpoints allow resuming."}
+        default="no",
+        metadata={"help": "Checkpoint strategy ('no', 'steps', 'epoch'); with 'steps' the step that stops training is "
+                  "checkpointed too, and --resume_from_checkpoint (a checkpoint-N folder, or true for the latest) "
+                  "continues an interrupted run exactly. scripts/run.py and scripts/sequential.py default to 'steps'."},
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Resume an interrupted run: 'true' for the latest checkpoint (scripts/run.py: of each method, "
+                  "under <output_dir>/checkpoints) or a checkpoint-N folder. Restores the weights, optimiser, step, RNG, "
+                  "the method's importance and the stopping state; the run ends as an uninterrupted one would."},
+    )
+    save_total_limit: int | None = field(
+        default=1,
+        metadata={"help": "Checkpoints kept per run (older ones are deleted); each holds the model and the optimiser "
+                  "state. None = keep all."},
     )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Must stay False: probe batches carry a 'probe_index' column."}

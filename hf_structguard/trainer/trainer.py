@@ -19,9 +19,10 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainerState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 
+from ..errors import UserInputError
 from ..lora import add_lora, is_peft_model, plain_copy
 from ..methods import get_method
 from ..structure import AnchorSpace
@@ -36,6 +37,43 @@ from .callbacks import (
 from .config import UnlearningConfig
 
 METHOD_STATE_NAME = "method_state.safetensors"
+TRAINER_STATE_NAME = "trainer_state.json"
+
+
+def resume_kind(value: str | bool | None) -> str | None:
+    """What a ``resume_from_checkpoint`` value asks for: None (start afresh: None, False, "", "false"),
+    "latest" (True, "true", "latest": the newest checkpoint) or "path" (a checkpoint folder)."""
+    if value is None or value is False or str(value).lower() in ("", "false", "none"):
+        return None
+    return "latest" if value is True or str(value).lower() in ("true", "latest") else "path"
+
+
+def resolve_checkpoint(value: str | bool | None, output_dir: str | os.PathLike) -> str | None:
+    """The checkpoint folder that ``resume_from_checkpoint`` names (:func:`resume_kind`), the newest
+    ``checkpoint-N`` of ``output_dir`` for "latest"; UserInputError when there is none."""
+    kind = resume_kind(value)
+    if kind is None:
+        return None
+    if kind == "latest":
+        latest = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if latest is None:
+            raise UserInputError(
+                f"--resume_from_checkpoint {value}: no checkpoint-N folder in {output_dir}; checkpoints are written "
+                "with --save_strategy steps (run without --resume_from_checkpoint to start afresh)"
+            )
+        return latest
+    if not os.path.isfile(os.path.join(str(value), TRAINER_STATE_NAME)):
+        raise UserInputError(f"--resume_from_checkpoint {value}: not a checkpoint folder (no {TRAINER_STATE_NAME}); "
+                             "give a checkpoint-N folder, or 'true' for the latest one")
+    return str(value)
+
+
+def checkpoint_is_final(checkpoint: str | os.PathLike) -> bool:
+    """Whether ``checkpoint`` was saved at the end of its run (stopped at A_f = 0, or at the step cap)."""
+    state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+    stopping = state.stateful_callbacks.get(ForgetAccuracyStopping.__name__) or {}
+    stopped = (stopping.get("attributes") or {}).get("stopped_step") is not None
+    return stopped or (state.max_steps > 0 and state.global_step >= state.max_steps)
 
 
 @dataclass
@@ -316,9 +354,22 @@ class UnlearningTrainer(Trainer):
 
     # ---- train, checkpoints ----
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
-        """Runs the unlearning loop; sets :attr:`unlearning_result`; BatchNorm buffers end equal on all ranks."""
+        """Runs the unlearning loop; sets :attr:`unlearning_result`; BatchNorm buffers end equal on all ranks.
+
+        ``resume_from_checkpoint``: a checkpoint folder, or True/"true"/"latest" for the newest one in
+        ``output_dir`` (:func:`resolve_checkpoint`). Resuming restores the weights, the optimiser, the step, the
+        RNG, the method's state (importance) and the stopping state, so the run ends exactly as an
+        uninterrupted one; a checkpoint saved at the end of a run (:func:`checkpoint_is_final`) is restored
+        without any further step.
+        """
         start = time.perf_counter()
-        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        if checkpoint is not None and checkpoint_is_final(checkpoint):
+            self._load_from_checkpoint(checkpoint)
+            self.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+            output = TrainOutput(self.state.global_step, float("nan"), {})
+        else:
+            output = super().train(resume_from_checkpoint=checkpoint, **kwargs)
         self._sync_buffers()
         self.model.eval()
         self.unlearning_result = UnlearningResult(
@@ -343,6 +394,11 @@ class UnlearningTrainer(Trainer):
             )
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Also restores the method's state (importance) and the stopping callback's."""
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, METHOD_STATE_NAME)
         self.method.load_state_dict(load_file(path) if os.path.isfile(path) else {})
+        state = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, TRAINER_STATE_NAME))
+        saved = state.stateful_callbacks.get(ForgetAccuracyStopping.__name__) or {}
+        for name, value in (saved.get("attributes") or {}).items():
+            setattr(self.stopping, name, value)

@@ -46,6 +46,27 @@ from structguard_space import (  # noqa: E402
 DEFAULT_RUN_DIR = (REPO_ROOT if (REPO_ROOT / "hf_structguard").is_dir() else Path.cwd()) / "outputs" / "default"
 TOP_ANCHORS = 3  # Figure 7 lists the top-3 anchors of each model
 AFFINITY_HEADERS = ["anchor", "class", "description", "Before", "unlearned", "change"]
+# The table has a row of its own (next to the plot it was cut off at 1280 px); the description takes the rest.
+AFFINITY_COLUMN_WIDTHS = ["7%", "12%", "51%", "10%", "10%", "10%"]
+UPLOAD_FORMATS = "PNG, JPEG, WebP, GIF or BMP"
+
+
+def explain_unreadable(image: gr.Image) -> gr.Image:
+    """``image`` whose unreadable upload fails with a message saying so, not Gradio's generic "Error" (an
+    instance override: a ``gr.Image`` subclass would make Gradio write a ``.pyi`` stub next to this file)."""
+    preprocess = image.preprocess
+
+    def checked(payload):
+        try:
+            return preprocess(payload)
+        except (OSError, ValueError) as error:  # PIL.UnidentifiedImageError is an OSError
+            name = getattr(payload, "orig_name", None) or "the uploaded file"
+            raise gr.Error(f"Cannot read {name} as an image ({type(error).__name__}): upload a {UPLOAD_FORMATS} "
+                           "picture.") from error
+
+    image.preprocess = checked
+    return image
+
 
 CSS = """
 #before-gallery .grid-wrap, #after-gallery .grid-wrap {height: auto; min-height: 0; max-height: none}
@@ -144,7 +165,9 @@ def build_demo(run_dir: str | os.PathLike | None = DEFAULT_RUN_DIR, **overrides)
             with gr.Column(scale=1):
                 source = gr.Radio(list(QUERY_SOURCES), value=first_source, label="Query from")
                 index = gr.Number(value=0, precision=0, minimum=0, label=index_label(first_source))
-                upload = gr.Image(type="pil", label="Your query image (for 'Upload')", height=160)
+                upload = explain_unreadable(
+                    gr.Image(type="pil", label="Your query image (for 'Upload')", height=160)
+                )
                 method = gr.Dropdown(backend.methods, value=backend.default_method, label="Unlearned model")
                 button = gr.Button(f"Retrieve the top-{TOP_K}", variant="primary", elem_id="run-query")
             with gr.Column(scale=1):
@@ -156,9 +179,9 @@ def build_demo(run_dir: str | os.PathLike | None = DEFAULT_RUN_DIR, **overrides)
             after_gallery = gr.Gallery(label=after_label(backend.default_method), columns=TOP_K,
                                        format="png", elem_id="after-gallery", allow_preview=False)
         gr.Markdown(f"### Anchor affinity profile of the query (top-{TOP_ANCHORS} anchors of each model)")
-        with gr.Row():
-            table = gr.Dataframe(headers=AFFINITY_HEADERS, interactive=False, wrap=True, scale=3)
-            plot = gr.Plot(label="Affinity to every anchor", scale=2)
+        table = gr.Dataframe(headers=AFFINITY_HEADERS, interactive=False, wrap=True,
+                             column_widths=AFFINITY_COLUMN_WIDTHS, elem_id="affinity-table")
+        plot = gr.Plot(label="Affinity to every anchor")
         gr.Markdown("### Run summary (results.json)")
         summary = gr.Markdown(elem_id="summary")
 
