@@ -59,8 +59,8 @@ def test_ranks_take_identical_stopping_decisions(two_process_run):
         for key in ("steps", "stopped_at_zero", "stopped_step", "forget_acc"):
             assert results[0][key] == results[1][key], key
     assert neggrad[0]["stopped_at_zero"]
-    # 48 probes in 2 × 8 per step: 3 steps per pass, so the earliest stop is step 4 (second pass)
-    assert neggrad[0]["stopped_step"] >= 4 and neggrad[0]["forget_acc"][-1] == 0.0
+    # baselines may stop from the first step (as in the reference); the stop is the first step at A_f = 0
+    assert neggrad[0]["stopped_step"] >= 1 and neggrad[0]["forget_acc"][-1] == 0.0 and 0.0 not in neggrad[0]["forget_acc"][:-1]
     assert structguard[0]["steps"] == 6
 
 

@@ -57,7 +57,7 @@ def lora_run(tmp_path_factory):
     before.save_pretrained(folder / "before")
     model, info = run_unlearning(copy.deepcopy(before), "structguard", forget_images, forget_labels, probes,
                                  anchors=anchors, output_dir=str(folder / "out"), peft="lora", learning_rate=0.05,
-                                 **FAST)
+                                 batchnorm="joint", **FAST)  # train-mode BatchNorm: statistics move with the adapter
     return folder, before, model, info
 
 
