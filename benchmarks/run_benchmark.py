@@ -133,6 +133,9 @@ VOLATILE_CONFIG_FIELDS = (
     "output_dir", "logging_dir", "run_name", "save_strategy", "save_total_limit", "resume_from_checkpoint",
     "logging_steps", "log_print_steps", "disable_tqdm",
 )
+#: Config fields added after cells were written, with the value that reproduces the behaviour from before
+#: they existed: at that value they are left out of fingerprints, so older cells stay valid.
+ADDED_CONFIG_FIELDS = {"importance_normalization": "none"}
 
 
 # -------------------------------------------------------------------------------------------- rows, grid
@@ -231,7 +234,11 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def config_settings(config: UnlearningConfig) -> dict:
-    return {k: v for k, v in config.to_dict().items() if k not in VOLATILE_CONFIG_FIELDS}
+    return {
+        k: v
+        for k, v in config.to_dict().items()
+        if k not in VOLATILE_CONFIG_FIELDS and not (k in ADDED_CONFIG_FIELDS and v == ADDED_CONFIG_FIELDS[k])
+    }
 
 
 def cached_probes(folder: Path, before, forget_images, forget_labels, num_classes, config, settings) -> tuple:

@@ -175,6 +175,18 @@ def importance_penalty(
     return 0.5 * torch.stack(terms).sum()
 
 
+def normalized_importance(importance: dict[str, torch.Tensor], mode: str = "none") -> dict[str, torch.Tensor]:
+    """``importance`` as is (``"none"``) or divided by its largest entry over all tensors (``"max"``: I ∈ [0, 1])."""
+    if mode == "none":
+        return importance
+    if mode != "max":
+        raise ValueError(f"importance normalization must be 'none' or 'max', got {mode!r}")
+    largest = max(float(value.max()) for value in importance.values())
+    if largest <= 0:
+        return importance
+    return {name: value / largest for name, value in importance.items()}
+
+
 def elastic_net(weight: torch.Tensor, l1_ratio: float = 0.99) -> torch.Tensor:
     """Classifier regulariser ``l1_ratio·‖W‖₁ + ½(1 − l1_ratio)·‖W‖²_F`` (0.99‖W‖₁ + ½·0.01‖W‖²_F by default)."""
     return l1_ratio * weight.abs().sum() + 0.5 * (1 - l1_ratio) * weight.pow(2).sum()

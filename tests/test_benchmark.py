@@ -79,6 +79,16 @@ def test_cells_are_cached_skipped_and_recomputed_on_a_changed_setting(bench, bef
     assert changed["fingerprint"] != cell["fingerprint"] and changed["settings"]["config"]["probe_num_steps"] == 3
 
 
+def test_added_config_field_at_its_legacy_value_keeps_old_fingerprints(bench):
+    from hf_structguard.trainer import UnlearningConfig
+
+    config = UnlearningConfig(output_dir="/tmp/unused", method="structguard", importance_normalization="none")
+    settings = bench.config_settings(config)
+    assert all(name not in settings for name in bench.ADDED_CONFIG_FIELDS)  # as in cells written before them
+    changed = bench.config_settings(config.for_method("structguard", importance_normalization="max"))
+    assert changed["importance_normalization"] == "max"
+
+
 def _cell(row, seed, a_test, a_r, a_f, k=16, levels=None, seconds=1.0, model="gen"):
     cell = {"model": model, "row": row, "k": k, "seed": seed, "steps": 0 if row == "before" else 10, "passes": 2.5,
             "final": {"A_test": a_test, "A_r": a_r, "A_f": a_f}, "reached_zero": a_f == 0.0,

@@ -14,6 +14,7 @@ from hf_structguard.structure import (
     elastic_net,
     importance_penalty,
     mmd_rbf,
+    normalized_importance,
     structure,
     structure_importance,
 )
@@ -217,3 +218,14 @@ def test_per_sample_importance_is_the_mean_of_per_probe_gradients(importance_set
     assert torch.allclose(importance["backbone.conv1.0.weight"], expected / 4, atol=1e-5)
     with pytest.raises(ValueError, match="importance mode"):
         structure_importance(model, space, images, s_ori, model.backbone_parameters(), alignment_loss, mode="exact")
+
+
+def test_max_normalised_importance_lies_in_unit_interval_and_keeps_ratios():
+    importance = {"a": torch.tensor([0.5, 2.0]), "b": torch.tensor([[4.0, 0.0]])}
+    scaled = normalized_importance(importance, "max")
+    assert torch.equal(scaled["a"], torch.tensor([0.125, 0.5])) and torch.equal(scaled["b"], torch.tensor([[1.0, 0.0]]))
+    assert normalized_importance(importance, "none") is importance
+    zeros = {"a": torch.zeros(3)}
+    assert torch.equal(normalized_importance(zeros, "max")["a"], zeros["a"])  # nothing to scale by
+    with pytest.raises(ValueError, match="'none' or 'max'"):
+        normalized_importance(importance, "mean")

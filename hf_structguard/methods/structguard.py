@@ -46,6 +46,7 @@ from ..structure import (
     alignment_loss,
     elastic_net,
     importance_penalty,
+    normalized_importance,
     structure,
     structure_importance,
 )
@@ -211,7 +212,7 @@ class StructGuard(UnlearningMethod):
         if self.args.use_regularization and self.importance is None and self.importance_due(step):
             # ψ of a LoRA model are its merged weights: their importance is computed on a merged copy
             plain = plain_copy(model).requires_grad_(True) if is_peft_model(model) else model
-            self.importance = structure_importance(
+            importance = structure_importance(
                 plain,
                 self.space,
                 self.probes.images,
@@ -225,6 +226,7 @@ class StructGuard(UnlearningMethod):
                 batch_statistics=self.args.batchnorm != "frozen",
                 restore_buffers=self.args.importance_schedule != "reference",
             )
+            self.importance = normalized_importance(importance, self.args.importance_normalization)
 
     def heads(self, model, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(p(z), structure vectors)`` of backbone features ``z``; ``(z, M(z))`` without a projector."""

@@ -24,6 +24,7 @@ PROJECTOR_INITS = ("fresh", "residual", "none")
 DELETION_PATHS = ("backbone", "deployed")
 IMPORTANCE_SCHEDULES = ("once", "reference")
 DELETION_LOSSES = ("ascent", "nearest_wrong")
+IMPORTANCE_NORMALIZATIONS = ("none", "max")
 
 #: Values for fields that are still ``None`` after the method's defaults (and preset) were applied.
 FALLBACK_DEFAULTS = {
@@ -35,6 +36,8 @@ FALLBACK_DEFAULTS = {
     "batchnorm": "joint",
     "stop_check_from_epoch": 0,
     "deletion_loss": "ascent",
+    "regularization_weight": 1.0,
+    "importance_normalization": "none",
 }
 
 
@@ -221,7 +224,10 @@ class UnlearningConfig(TrainingArguments):
         metadata={"help": "RBF bandwidth σ of the 'mmd' alignment measure; None = median pairwise distance per batch."},
     )
     alignment_weight: float = field(default=1.0, metadata={"help": "Weight of L_align in the structguard total."})
-    regularization_weight: float = field(default=1.0, metadata={"help": "λ, weight of L_reg in the structguard total."})
+    regularization_weight: float | None = field(
+        default=None,
+        metadata={"help": "λ, weight of L_reg in the structguard total. Default: 1 (the paper's), the preset's."},
+    )
     classifier_reg_weight: float = field(
         default=0.001, metadata={"help": "Weight of the classifier elastic net (CR) in the structguard total."}
     )
@@ -248,6 +254,15 @@ class UnlearningConfig(TrainingArguments):
         metadata={
             "help": "structguard 'batch' importance: probes seen (cycling the probe set). The reference uses ≈|D_r|. "
             "Default: the train split's size minus k when scripts/run.py knows it, else 50000 (CIFAR's |D_r|)."
+        },
+    )
+    importance_normalization: str | None = field(
+        default=None,
+        metadata={
+            "help": "structguard importance scale: 'none' (the paper's raw mean |gradient|) or 'max' (divided by its "
+            "largest entry, so I lies in [0, 1] and λ·learning_rate <= 1 keeps the penalty's step from overshooting). "
+            "Default: 'none', the preset's.",
+            "choices": list(IMPORTANCE_NORMALIZATIONS),
         },
     )
     deletion_loss: str | None = field(
@@ -371,6 +386,7 @@ class UnlearningConfig(TrainingArguments):
             ("deletion_path", DELETION_PATHS),
             ("importance_schedule", IMPORTANCE_SCHEDULES),
             ("deletion_loss", DELETION_LOSSES),
+            ("importance_normalization", IMPORTANCE_NORMALIZATIONS),
         ):
             value = getattr(self, name)
             check(value is None or value in allowed, f"{name} must be one of {allowed}, got {value!r}")
