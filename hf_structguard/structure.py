@@ -176,15 +176,18 @@ def importance_penalty(
 
 
 def normalized_importance(importance: dict[str, torch.Tensor], mode: str = "none") -> dict[str, torch.Tensor]:
-    """``importance`` as is (``"none"``) or divided by its largest entry over all tensors (``"max"``: I ∈ [0, 1])."""
+    """``importance`` as is (``"none"``), divided by its largest entry over all tensors (``"max"``) or by each
+    tensor's largest entry (``"tensor_max"``, as L2UL scales its MAS importance per tensor); scaled, I ∈ [0, 1]."""
     if mode == "none":
         return importance
-    if mode != "max":
-        raise ValueError(f"importance normalization must be 'none' or 'max', got {mode!r}")
+    if mode not in ("max", "tensor_max"):
+        raise ValueError(f"importance normalization must be 'none', 'max' or 'tensor_max', got {mode!r}")
     largest = max(float(value.max()) for value in importance.values())
-    if largest <= 0:
-        return importance
-    return {name: value / largest for name, value in importance.items()}
+    scaled = {}
+    for name, value in importance.items():
+        scale = float(value.max()) if mode == "tensor_max" else largest
+        scaled[name] = value / scale if scale > 0 else value
+    return scaled
 
 
 def elastic_net(weight: torch.Tensor, l1_ratio: float = 0.99) -> torch.Tensor:

@@ -225,7 +225,9 @@ def test_max_normalised_importance_lies_in_unit_interval_and_keeps_ratios():
     scaled = normalized_importance(importance, "max")
     assert torch.equal(scaled["a"], torch.tensor([0.125, 0.5])) and torch.equal(scaled["b"], torch.tensor([[1.0, 0.0]]))
     assert normalized_importance(importance, "none") is importance
+    per_tensor = normalized_importance(importance, "tensor_max")
+    assert torch.equal(per_tensor["a"], torch.tensor([0.25, 1.0])) and torch.equal(per_tensor["b"], scaled["b"])
     zeros = {"a": torch.zeros(3)}
     assert torch.equal(normalized_importance(zeros, "max")["a"], zeros["a"])  # nothing to scale by
-    with pytest.raises(ValueError, match="'none' or 'max'"):
+    with pytest.raises(ValueError, match="'none', 'max' or 'tensor_max'"):
         normalized_importance(importance, "mean")

@@ -23,8 +23,8 @@ BATCHNORM_MODES = ("joint", "separate", "frozen", "keep_stats")
 PROJECTOR_INITS = ("fresh", "residual", "none")
 DELETION_PATHS = ("backbone", "deployed")
 IMPORTANCE_SCHEDULES = ("once", "reference")
-DELETION_LOSSES = ("ascent", "nearest_wrong")
-IMPORTANCE_NORMALIZATIONS = ("none", "max")
+DELETION_LOSSES = ("ascent", "nearest_wrong", "nearest_wrong_recognised")
+IMPORTANCE_NORMALIZATIONS = ("none", "max", "tensor_max")
 
 #: Values for fields that are still ``None`` after the method's defaults (and preset) were applied.
 FALLBACK_DEFAULTS = {
@@ -226,7 +226,11 @@ class UnlearningConfig(TrainingArguments):
     alignment_weight: float = field(default=1.0, metadata={"help": "Weight of L_align in the structguard total."})
     regularization_weight: float | None = field(
         default=None,
-        metadata={"help": "λ, weight of L_reg in the structguard total. Default: 1 (the paper's), the preset's."},
+        metadata={
+            "help": "λ, weight of L_reg in the structguard total. Default: 1 (the paper's) with raw importance; "
+            "1/learning_rate with normalised importance (one SGD step then pulls the most important parameter fully "
+            "back to its original value)."
+        },
     )
     classifier_reg_weight: float = field(
         default=0.001, metadata={"help": "Weight of the classifier elastic net (CR) in the structguard total."}
@@ -259,8 +263,9 @@ class UnlearningConfig(TrainingArguments):
     importance_normalization: str | None = field(
         default=None,
         metadata={
-            "help": "structguard importance scale: 'none' (the paper's raw mean |gradient|) or 'max' (divided by its "
-            "largest entry, so I lies in [0, 1] and λ·learning_rate <= 1 keeps the penalty's step from overshooting). "
+            "help": "structguard importance scale: 'none' (the paper's raw mean |gradient|), 'max' (divided by its "
+            "largest entry) or 'tensor_max' (by each tensor's largest entry); scaled, I lies in [0, 1] and "
+            "λ·learning_rate <= 1 keeps the penalty's step from overshooting. "
             "Default: 'none', the preset's.",
             "choices": list(IMPORTANCE_NORMALIZATIONS),
         },
@@ -270,7 +275,8 @@ class UnlearningConfig(TrainingArguments):
         metadata={
             "help": "Deletion term of structguard, adv and l2ul: 'ascent' (−CE of the true label, the paper's; "
             "unbounded) or 'nearest_wrong' (+CE towards the highest-scoring wrong class: each forget sample crosses "
-            "its nearest boundary and is not pushed further). Default: 'ascent', structguard's default preset "
+            "its nearest boundary and is not pushed further) or 'nearest_wrong_recognised' (the same, averaged over "
+            "the forget samples still classified correctly). Default: 'ascent', structguard's default preset "
             "'nearest_wrong'.",
             "choices": list(DELETION_LOSSES),
         },
@@ -346,6 +352,9 @@ class UnlearningConfig(TrainingArguments):
                 raise ValueError(f"method {self.method!r} has a default for unknown config field {name!r}")
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        normalised = self.importance_normalization not in (None, "none")
+        if self.regularization_weight is None and normalised and self.learning_rate > 0:
+            self.regularization_weight = 1.0 / self.learning_rate  # the most important ψ_j is pulled fully back
         for name, value in FALLBACK_DEFAULTS.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -422,6 +431,12 @@ class UnlearningConfig(TrainingArguments):
         check(
             self.mmd_bandwidth is None or self.mmd_bandwidth > 0,
             f"mmd_bandwidth must be > 0 (or None for the median heuristic), got {self.mmd_bandwidth}",
+        )
+        check(
+            self.importance_normalization == "none" or self.regularization_weight * self.learning_rate <= 2,
+            f"regularization_weight·learning_rate = {self.regularization_weight * self.learning_rate:g} > 2: with "
+            "normalised importance the penalty's SGD step overshoots and diverges; lower regularization_weight "
+            "(1/learning_rate is the default)",
         )
         for name in ("alignment_weight", "regularization_weight", "classifier_reg_weight"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
