@@ -359,21 +359,6 @@ def test_keep_stats_puts_the_before_running_statistics_back_after_every_step(tmp
     assert any(not torch.equal(a, b) for a, b in zip(model.backbone.parameters(), before.backbone.parameters()))
 
 
-def test_nearest_wrong_recognised_deletion_averages_over_what_is_still_recognised():
-    from hf_structguard.methods.adv import weighted_deletion_retention
-
-    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0], [4.0, 0.0, 1.0]])
-    labels = torch.tensor([0, 2, 0])  # the second sample is already misclassified
-    probe_logits, probe_labels = torch.zeros(1, 3), torch.tensor([0])
-    deletion, _ = weighted_deletion_retention(logits, labels, probe_logits, probe_labels, "nearest_wrong_recognised")
-    kept = F.cross_entropy(logits[[0, 2]], torch.tensor([2, 2]))  # mean over the recognised samples
-    assert deletion.item() == pytest.approx(3 / 4 * kept.item())
-    forgotten, _ = weighted_deletion_retention(
-        logits[[1]], labels[[1]], probe_logits, probe_labels, "nearest_wrong_recognised"
-    )
-    assert forgotten.item() == 0.0  # nothing left to push
-
-
 def test_normalised_importance_takes_lambda_one_over_learning_rate_and_refuses_an_overshooting_one(tmp_path):
     config = UnlearningConfig(
         output_dir=str(tmp_path), method="structguard", importance_normalization="max", learning_rate=0.01

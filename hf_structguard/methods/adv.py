@@ -29,27 +29,16 @@ def weighted_deletion_retention(
     ``L_del = −n_f/(n_f+n_a)·mean CE(forget)`` (``deletion_loss="ascent"``, the paper's) and
     ``L_ret = n_a/(n_f+n_a)·mean CE(probes)``; an empty side contributes 0. ``"nearest_wrong"`` replaces the
     unbounded ascent by ``+CE`` towards each forget sample's highest-scoring wrong class, which moves it just
-    across its nearest decision boundary; ``"nearest_wrong_recognised"`` averages that term over the forget
-    samples the model still classifies correctly (the same share weight), so the push concentrates on what is
-    left and vanishes once everything is forgotten.
+    across its nearest decision boundary.
     """
     total = len(forget_labels) + len(probe_labels)
     if deletion_loss == "ascent":
         deletion = -F.cross_entropy(forget_logits, forget_labels, reduction="sum") / total
-    elif deletion_loss in ("nearest_wrong", "nearest_wrong_recognised"):
-        scores = forget_logits.detach()
-        wrong = scores.scatter(1, forget_labels.view(-1, 1), float("-inf")).argmax(dim=1)
-        per_sample = F.cross_entropy(forget_logits, wrong, reduction="none")
-        if deletion_loss == "nearest_wrong":
-            deletion = per_sample.sum() / total
-        else:
-            recognised = scores.argmax(dim=1) == forget_labels
-            share = len(forget_labels) / total
-            deletion = share * per_sample[recognised].mean() if recognised.any() else per_sample.sum() * 0.0
+    elif deletion_loss == "nearest_wrong":
+        wrong = forget_logits.detach().scatter(1, forget_labels.view(-1, 1), float("-inf")).argmax(dim=1)
+        deletion = F.cross_entropy(forget_logits, wrong, reduction="sum") / total
     else:
-        raise ValueError(
-            f"deletion_loss must be 'ascent', 'nearest_wrong' or 'nearest_wrong_recognised', got {deletion_loss!r}"
-        )
+        raise ValueError(f"deletion_loss must be 'ascent' or 'nearest_wrong', got {deletion_loss!r}")
     retention = F.cross_entropy(probe_logits, probe_labels, reduction="sum") / total
     return deletion, retention
 

@@ -114,6 +114,7 @@ class StructGuard(UnlearningMethod):
             "deletion_loss": "ascent",
             "stop_check_from_epoch": 1,
             "probe_step_size": 0.1,
+            "importance_normalization": "none",
         },
         "default": {
             "projector_init": "residual",
@@ -123,6 +124,7 @@ class StructGuard(UnlearningMethod):
             "projector_eval_after_first_check": False,
             "deletion_loss": "nearest_wrong",
             "stop_check_from_epoch": 0,
+            "importance_normalization": "max",
         },
     }
 

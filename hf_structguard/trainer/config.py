@@ -23,7 +23,7 @@ BATCHNORM_MODES = ("joint", "separate", "frozen", "keep_stats")
 PROJECTOR_INITS = ("fresh", "residual", "none")
 DELETION_PATHS = ("backbone", "deployed")
 IMPORTANCE_SCHEDULES = ("once", "reference")
-DELETION_LOSSES = ("ascent", "nearest_wrong", "nearest_wrong_recognised")
+DELETION_LOSSES = ("ascent", "nearest_wrong")
 IMPORTANCE_NORMALIZATIONS = ("none", "max", "tensor_max")
 
 #: Values for fields that are still ``None`` after the method's defaults (and preset) were applied.
@@ -275,8 +275,7 @@ class UnlearningConfig(TrainingArguments):
         metadata={
             "help": "Deletion term of structguard, adv and l2ul: 'ascent' (−CE of the true label, the paper's; "
             "unbounded) or 'nearest_wrong' (+CE towards the highest-scoring wrong class: each forget sample crosses "
-            "its nearest boundary and is not pushed further) or 'nearest_wrong_recognised' (the same, averaged over "
-            "the forget samples still classified correctly). Default: 'ascent', structguard's default preset "
+            "its nearest boundary and is not pushed further). Default: 'ascent', structguard's default preset "
             "'nearest_wrong'.",
             "choices": list(DELETION_LOSSES),
         },
