@@ -26,13 +26,15 @@ def _method(tmp_path, anchors, probes, model=None, **overrides):
     original = copy.deepcopy(model).eval().requires_grad_(False)
     method = get_method("structguard")(args, original, anchors=anchors)
     method.probes = probes
+    method.forget_images = torch.zeros(6, 3, 16, 16)  # set by the trainer; only its length is read here
     method.prepare(model)
     return method, model, original
 
 
 def _batches(forget_images, forget_labels, probes, n=8):
     probe_batch = {"pixel_values": probes.images[:n], "labels": probes.targets[:n], "probe_index": torch.arange(n)}
-    return probe_batch, {"pixel_values": forget_images, "labels": forget_labels}
+    forget_batch = {"pixel_values": forget_images, "labels": forget_labels, "index": torch.arange(len(forget_labels))}
+    return probe_batch, forget_batch
 
 
 def _unit(x):
@@ -166,10 +168,12 @@ def test_regulariser_is_off_before_importance_and_on_after(tmp_path):
     assert terms["regularization"].item() > 0
     assert terms["regularization"].item() == pytest.approx(expected.item(), rel=1e-5)
     state = method.state_dict()
-    assert set(state) == {f"importance.{name}" for name, _ in model.backbone_parameters()}
+    importance_keys = {f"importance.{name}" for name, _ in model.backbone_parameters()}
+    assert set(state) == importance_keys | {"deletion_weights"}  # both are restored on resume
     fresh, _, _ = _method(tmp_path, anchors, probes)
     fresh.load_state_dict(state)
     assert all(torch.equal(fresh.importance[k], method.importance[k]) for k in method.importance)
+    assert torch.equal(fresh.deletion_weights, method.deletion_weights)
 
 
 def test_projector_path_when_feature_and_anchor_dims_match(tmp_path):
@@ -357,6 +361,31 @@ def test_keep_stats_puts_the_before_running_statistics_back_after_every_step(tmp
     stats = [name for name, _ in model.backbone.named_buffers(prefix="backbone") if name.endswith("running_mean")]
     assert stats and all(torch.equal(dict(model.named_buffers())[n], original[n]) for n in stats)
     assert any(not torch.equal(a, b) for a, b in zip(model.backbone.parameters(), before.backbone.parameters()))
+
+
+def test_deletion_weights_grow_only_for_forget_samples_still_recognised(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
+    method, model, _ = _method(tmp_path, anchors, probes, deletion_weight_growth=0.5)
+    model.train()
+    method.set_train_modes(model, step=0)
+    probe_batch, forget_batch = _batches(forget_images, forget_labels, probes)
+    with torch.no_grad():
+        recognised = model.eval()(forget_images).logits.argmax(1) == forget_labels
+    assert 0 < int(recognised.sum()) < len(forget_labels), "the tiny model should recognise some, not all"
+    model.train()
+    method.set_train_modes(model, step=0)
+    first = method.compute_loss(model, probe_batch, forget_batch, step=0)
+    assert torch.equal(method.deletion_weights, torch.where(recognised, 1.5, 1.0))
+    second = method.compute_loss(model, probe_batch, forget_batch, step=1)  # the same model: weights applied
+    with torch.no_grad():
+        logits = model.eval()(forget_images).logits
+        wrong = logits.scatter(1, forget_labels.view(-1, 1), float("-inf")).argmax(1)
+        per_sample = F.cross_entropy(logits, wrong, reduction="none")
+    total = len(forget_labels) + len(probe_batch["labels"])
+    assert first["deletion"].item() == pytest.approx(per_sample.sum().item() / total, rel=1e-4)
+    weighted = (per_sample * torch.where(recognised, 1.5, 1.0)).sum() / total
+    assert second["deletion"].item() == pytest.approx(weighted.item(), rel=1e-4)
+    assert torch.equal(method.deletion_weights, torch.where(recognised, 2.25, 1.0))
 
 
 def test_normalised_importance_takes_lambda_one_over_learning_rate_and_refuses_an_overshooting_one(tmp_path):

@@ -23,22 +23,26 @@ def weighted_deletion_retention(
     probe_logits: torch.Tensor,
     probe_labels: torch.Tensor,
     deletion_loss: str = "ascent",
+    sample_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(L_del, L_ret)`` weighted by their share of the combined minibatch (method.md §5, as in L2UL).
 
     ``L_del = −n_f/(n_f+n_a)·mean CE(forget)`` (``deletion_loss="ascent"``, the paper's) and
     ``L_ret = n_a/(n_f+n_a)·mean CE(probes)``; an empty side contributes 0. ``"nearest_wrong"`` replaces the
     unbounded ascent by ``+CE`` towards each forget sample's highest-scoring wrong class, which moves it just
-    across its nearest decision boundary.
+    across its nearest decision boundary. ``sample_weights`` (n_f,) weight each forget sample's term (default 1).
     """
     total = len(forget_labels) + len(probe_labels)
     if deletion_loss == "ascent":
-        deletion = -F.cross_entropy(forget_logits, forget_labels, reduction="sum") / total
+        per_sample = -F.cross_entropy(forget_logits, forget_labels, reduction="none")
     elif deletion_loss == "nearest_wrong":
         wrong = forget_logits.detach().scatter(1, forget_labels.view(-1, 1), float("-inf")).argmax(dim=1)
-        deletion = F.cross_entropy(forget_logits, wrong, reduction="sum") / total
+        per_sample = F.cross_entropy(forget_logits, wrong, reduction="none")
     else:
         raise ValueError(f"deletion_loss must be 'ascent' or 'nearest_wrong', got {deletion_loss!r}")
+    if sample_weights is not None:
+        per_sample = per_sample * sample_weights
+    deletion = per_sample.sum() / total
     retention = F.cross_entropy(probe_logits, probe_labels, reduction="sum") / total
     return deletion, retention
 

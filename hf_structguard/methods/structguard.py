@@ -10,8 +10,8 @@ Per step, with a probe minibatch ``x_s`` (target labels ``y_s``) and a forget mi
   ``I`` is computed (``importance_schedule``);
 - ``classifier_reg = 0.99‖W‖₁ + ½·0.01‖W‖²_F`` on the classifier weight.
 
-``loss = deletion + retention + w_a·alignment + λ·regularization + w_c·classifier_reg`` (1, 1, 0.001 by
-default); SA, SR and CR can be switched off (``use_alignment``, ``use_regularization``,
+``loss = deletion + retention + w_a·alignment + λ·regularization + w_c·classifier_reg`` (1, 1, 0.001 in the
+paper; λ = 1/learning_rate with scaled importance); SA, SR and CR can be switched off (``use_alignment``, ``use_regularization``,
 ``use_classifier_reg``). Plain SGD with two parameter groups (model lr, projector lr).
 
 Two presets (:attr:`StructGuard.presets`, picked with ``structguard_preset``):
@@ -24,7 +24,8 @@ Two presets (:attr:`StructGuard.presets`, picked with ``structguard_preset``):
   the Before model until the first update, and ``S_unl = S_ori``), deletion and retention on the deployed
   path ``h(p(g(x)))``, a bounded deletion term (``+CE`` towards each forget sample's highest-scoring wrong
   class instead of the unbounded ``−CE``), BatchNorm running statistics frozen at the Before model's,
-  importance once at step 1, PGD step 2.5·ε/iterations, stop from the first step. Chosen on retained
+  importance once at step 1 scaled into [0, 1] with λ = 1/learning_rate (``importance_normalization="max"``),
+  PGD step 2.5·ε/iterations, stop from the first step. Chosen on retained
   training data (A_r) over forget seeds (README, "Choosing the default").
 """
 
@@ -115,6 +116,7 @@ class StructGuard(UnlearningMethod):
             "stop_check_from_epoch": 1,
             "probe_step_size": 0.1,
             "importance_normalization": "none",
+            "deletion_weight_growth": 0.0,
         },
         "default": {
             "projector_init": "residual",
@@ -125,6 +127,7 @@ class StructGuard(UnlearningMethod):
             "deletion_loss": "nearest_wrong",
             "stop_check_from_epoch": 0,
             "importance_normalization": "max",
+            "deletion_weight_growth": 0.02,
         },
     }
 
@@ -136,6 +139,7 @@ class StructGuard(UnlearningMethod):
         self.s_ori: torch.Tensor | None = None
         self.reference: dict[str, torch.Tensor] = {}
         self.importance: dict[str, torch.Tensor] | None = None
+        self.deletion_weights: torch.Tensor | None = None  # one per forget sample (deletion_weight_growth)
         self.steps_per_pass = 1
         self.align = partial(
             alignment_loss,
@@ -252,9 +256,10 @@ class StructGuard(UnlearningMethod):
         else:  # the reference: deletion bypasses the projector, retention goes through it
             projected, vectors = self.heads(model, probe_out)
             forget_logits, probe_logits = model.classifier(forget_out), model.classifier(projected)
+        weights = self.grown_deletion_weights(forget_logits, forget_batch)
         deletion, retention = weighted_deletion_retention(
             forget_logits, forget_batch["labels"], probe_logits, probe_batch["labels"],
-            deletion_loss=self.args.deletion_loss,
+            deletion_loss=self.args.deletion_loss, sample_weights=weights,
         )
         terms = {"deletion": deletion, "retention": retention}
         loss = deletion + retention
@@ -275,15 +280,35 @@ class StructGuard(UnlearningMethod):
         terms["loss"] = loss
         return terms
 
+    def grown_deletion_weights(self, forget_logits: torch.Tensor, forget_batch: dict) -> torch.Tensor | None:
+        """This batch's deletion weights; then every sample the model still recognises grows its weight by
+        ``1 + deletion_weight_growth``. None (all 1) when the growth is 0."""
+        if not self.args.deletion_weight_growth:
+            return None
+        if self.deletion_weights is None:
+            self.deletion_weights = torch.ones(len(self.forget_images), device=forget_logits.device)
+        index = forget_batch["index"].to(self.deletion_weights.device)
+        weights = self.deletion_weights[index].to(forget_logits.device)
+        recognised = (forget_logits.detach().argmax(dim=1) == forget_batch["labels"]).to(index.device)
+        self.deletion_weights[index[recognised]] *= 1 + self.args.deletion_weight_growth
+        return weights
+
     def anchor_matrix(self):
         return super().anchor_matrix() if self.space is None else self.space.anchors
 
     def state_dict(self):
-        if self.importance is None:
-            return {}
-        return {f"importance.{name}": value.detach().contiguous() for name, value in self.importance.items()}
+        state = {}
+        if self.importance is not None:
+            state.update({f"importance.{name}": value.detach().contiguous() for name, value in self.importance.items()})
+        if self.deletion_weights is not None:
+            state["deletion_weights"] = self.deletion_weights.detach().contiguous()
+        return state
 
     def load_state_dict(self, state):
+        state = dict(state)
+        weights = state.pop("deletion_weights", None)
+        if weights is not None:
+            self.deletion_weights = weights.to(next(iter(self.reference.values())).device)
         if not state:
             return
         importance = {key.removeprefix("importance."): value for key, value in state.items()}

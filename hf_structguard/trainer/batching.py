@@ -64,9 +64,10 @@ def cyclic_batch(
     world_size: int = 1,
     seed: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """The ``{"pixel_values", "labels"}`` minibatch of global ``step`` for process ``rank`` (of ``world_size``).
+    """The ``{"pixel_values", "labels", "index"}`` minibatch of global ``step`` for process ``rank`` (of
+    ``world_size``); ``index`` holds the rows of ``images`` it was drawn from.
 
     Each step consumes ``world_size`` consecutive batches of the stream, one per process.
     """
     rows = cyclic_indices(len(images), batch_size, step * world_size + rank, seed)
-    return {"pixel_values": images[rows], "labels": labels[rows]}
+    return {"pixel_values": images[rows], "labels": labels[rows], "index": rows}

@@ -38,6 +38,7 @@ FALLBACK_DEFAULTS = {
     "deletion_loss": "ascent",
     "regularization_weight": 1.0,
     "importance_normalization": "none",
+    "deletion_weight_growth": 0.0,
 }
 
 
@@ -270,6 +271,15 @@ class UnlearningConfig(TrainingArguments):
             "choices": list(IMPORTANCE_NORMALIZATIONS),
         },
     )
+    deletion_weight_growth: float | None = field(
+        default=None,
+        metadata={
+            "help": "structguard: per-step growth g of each forget sample's deletion weight while the model still "
+            "recognises it (w <- w·(1+g), a dual-ascent multiplier on the constraint 'misclassified'), so a few "
+            "stubborn samples get pushed harder while forgotten ones keep their weight. 0 = fixed weights (the "
+            "paper's). Default: 0, the preset's.",
+        },
+    )
     deletion_loss: str | None = field(
         default=None,
         metadata={
@@ -437,7 +447,7 @@ class UnlearningConfig(TrainingArguments):
             "normalised importance the penalty's SGD step overshoots and diverges; lower regularization_weight "
             "(1/learning_rate is the default)",
         )
-        for name in ("alignment_weight", "regularization_weight", "classifier_reg_weight"):
+        for name in ("alignment_weight", "regularization_weight", "classifier_reg_weight", "deletion_weight_growth"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         check(
             0 <= self.classifier_l1_ratio <= 1, f"classifier_l1_ratio must be in [0, 1], got {self.classifier_l1_ratio}"
