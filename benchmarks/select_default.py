@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import subprocess
 import time
 
 import numpy as np
@@ -35,6 +36,23 @@ from hf_structguard.probes import probes_for_config, target_hit_rate
 from hf_structguard.trainer import UnlearningConfig, run_unlearning
 
 CHECKPOINTS = {"memorised": "resnet18-cifar10-jpeg-memorised", "generalising": "resnet18-cifar10-jpeg"}
+
+
+#: The resolved config fields recorded with every run, so that a "default" row says which default it was.
+RECORDED_FIELDS = (
+    "learning_rate", "batchnorm", "deletion_loss", "importance_normalization", "regularization_weight",
+    "deletion_weight_growth", "structguard_preset",
+)
+
+
+def source_revision() -> str:
+    """The git commit of this checkout, with ``+dirty`` when files differ from it ("unknown" outside git)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def parse_variant(spec: str) -> tuple[str, str, dict]:
@@ -59,6 +77,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     variants = [parse_variant(spec) for spec in args.variants]
+    revision = source_revision()
 
     data = load_data(DataArguments(dataset=args.dataset))
     source = f"local-dir:{args.checkpoints}/{CHECKPOINTS[args.before]}"
@@ -91,6 +110,7 @@ def main() -> None:
                 "seed": seed, "steps": info["steps"], "A_f": accuracy(model, forget_images, forget_labels),
                 "A_r": accuracy(model, retain_images, retain_labels), "A_test": accuracy(model, test_images, test_labels),
                 "probe_hit_rate": target_hit_rate(before, probes), "seconds": time.perf_counter() - started,
+                "config": {name: getattr(config, name) for name in RECORDED_FIELDS}, "revision": revision,
             }  # fmt: skip
             print(json.dumps(row), flush=True)
             with open(args.out, "a") as handle:
