@@ -3,7 +3,8 @@
 Per step, with a probe minibatch ``x_s`` (target labels ``y_s``) and a forget minibatch ``x_f``:
 
 - ``deletion  = −n_f/(n_f+n_a)·CE(logits(x_f), y_f)`` (``deletion_loss="ascent"``; ``"nearest_wrong"``:
-  ``+n_f/(n_f+n_a)·CE(logits(x_f), ŷ_f)`` with ``ŷ_f`` the highest-scoring wrong class);
+  ``+n_f/(n_f+n_a)·CE(logits(x_f), ŷ_f)`` with ``ŷ_f`` the highest-scoring wrong class), each sample's term
+  times its weight ``w_f`` (1 unless ``deletion_weight_growth`` > 0);
 - ``retention =  n_a/(n_f+n_a)·CE(h(p(g(x_s))), y_s)``;
 - ``alignment = L_align(S_ori[x_s], S_unl[x_s])`` (:func:`~hf_structguard.structure.alignment_loss`);
 - ``regularization = ½ Σ_j I_j (ψ_j − ψ_j^ori)²`` over the feature extractor ψ, zero until the importance
@@ -25,7 +26,8 @@ Two presets (:attr:`StructGuard.presets`, picked with ``structguard_preset``):
   path ``h(p(g(x)))``, a bounded deletion term (``+CE`` towards each forget sample's highest-scoring wrong
   class instead of the unbounded ``−CE``), BatchNorm running statistics frozen at the Before model's,
   importance once at step 1 scaled into [0, 1] with λ = 1/learning_rate (``importance_normalization="max"``),
-  PGD step 2.5·ε/iterations, stop from the first step. Chosen on retained
+  per-sample deletion weights that grow 2 % per step while the sample is still recognised
+  (``deletion_weight_growth``), PGD step 2.5·ε/iterations, stop from the first step. Chosen on retained
   training data (A_r) over forget seeds (README, "Choosing the default").
 """
 
