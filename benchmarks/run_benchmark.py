@@ -54,7 +54,7 @@ from hf_structguard.pipeline import (
     load_data,
     resolve_attributes,
 )
-from hf_structguard.probes import ProbeSet, probe_config_for, probes_for_config, target_hit_rate
+from hf_structguard.probes import ProbeSet, auto_step_size, probe_config_for, probes_for_config, target_hit_rate
 from hf_structguard.structure import ALIGNMENT_MEASURES
 from hf_structguard.trainer import AccuracyAtForgetLevels, UnlearningConfig, run_unlearning
 
@@ -497,6 +497,18 @@ def tradeoff_table(cells: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _probe_step(cell: dict) -> float | None:
+    """The cell's PGD step: recorded with its probes, else resolved from its config (cells written before the
+    step was recorded); None when neither says."""
+    if cell["probes"].get("step_size") is not None:
+        return cell["probes"]["step_size"]
+    config = cell.get("settings", {}).get("config", {})
+    if "probe_num_steps" not in config:
+        return None
+    step = config.get("probe_step_size")
+    return step if step is not None else auto_step_size(cell["probes"]["epsilon"], config["probe_num_steps"])
+
+
 def hit_rate_table(cells: list[dict]) -> str:
     """Target-hit rate (%) of each probe set under its Before model, mean ± std over seeds, per PGD setting
     (radius ε, step size), with the rows that used it."""
@@ -504,7 +516,7 @@ def hit_rate_table(cells: list[dict]) -> str:
     for cell in cells:
         if "probes" in cell:
             info = cell["probes"]
-            key = (cell["model"], cell["k"], info["epsilon"], info.get("step_size"))
+            key = (cell["model"], cell["k"], info["epsilon"], _probe_step(cell))
             entry = rates.setdefault(key, {"seeds": {}, "rows": set()})
             entry["seeds"][cell["seed"]] = info["target_hit_rate"]
             entry["rows"].add(cell["row"])

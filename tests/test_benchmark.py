@@ -89,6 +89,16 @@ def test_added_config_field_at_its_legacy_value_keeps_old_fingerprints(bench):
     assert changed["importance_normalization"] == "max"
 
 
+def test_probe_step_of_older_cells_is_resolved_from_their_config(bench):
+    cell = _cell("structguard", 0, 80.0, 90.0, 0.0)
+    del cell["probes"]["step_size"]
+    assert bench._probe_step(cell) == pytest.approx(2.5 * 4.0 / 10)  # auto: 2.5·ε/iterations
+    cell["settings"]["config"]["probe_step_size"] = 0.1
+    assert bench._probe_step(cell) == 0.1  # the reference preset's fixed step
+    cell["probes"]["step_size"] = 0.5
+    assert bench._probe_step(cell) == 0.5  # recorded with the probes: that one
+
+
 def _cell(row, seed, a_test, a_r, a_f, k=16, levels=None, seconds=1.0, model="gen"):
     cell = {"model": model, "row": row, "k": k, "seed": seed, "steps": 0 if row == "before" else 10, "passes": 2.5,
             "final": {"A_test": a_test, "A_r": a_r, "A_f": a_f}, "reached_zero": a_f == 0.0,
