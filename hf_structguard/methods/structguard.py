@@ -39,6 +39,7 @@ from functools import partial
 from typing import ClassVar
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -292,7 +293,11 @@ class StructGuard(UnlearningMethod):
         index = forget_batch["index"].to(self.deletion_weights.device)
         weights = self.deletion_weights[index].to(forget_logits.device)
         recognised = (forget_logits.detach().argmax(dim=1) == forget_batch["labels"]).to(index.device)
-        self.deletion_weights[index[recognised]] *= 1 + self.args.deletion_weight_growth
+        grow = torch.zeros_like(self.deletion_weights)
+        grow[index[recognised]] = 1.0
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(grow, op=dist.ReduceOp.MAX)  # every process sees every process's rows
+        self.deletion_weights *= 1 + self.args.deletion_weight_growth * grow
         return weights
 
     def anchor_matrix(self):
