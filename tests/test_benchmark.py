@@ -82,7 +82,7 @@ def test_cells_are_cached_skipped_and_recomputed_on_a_changed_setting(bench, bef
 def test_added_config_field_at_its_legacy_value_keeps_old_fingerprints(bench):
     from hf_structguard.trainer import UnlearningConfig
 
-    config = UnlearningConfig(output_dir="/tmp/unused", method="structguard", importance_normalization="none")
+    config = UnlearningConfig(output_dir="/tmp/unused", method="structguard", **bench.ADDED_CONFIG_FIELDS)
     settings = bench.config_settings(config)
     assert all(name not in settings for name in bench.ADDED_CONFIG_FIELDS)  # as in cells written before them
     changed = bench.config_settings(config.for_method("structguard", importance_normalization="max"))
