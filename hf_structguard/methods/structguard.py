@@ -12,8 +12,8 @@ Per step, with a probe minibatch ``x_s`` (target labels ``y_s``) and a forget mi
 - ``classifier_reg = 0.99‖W‖₁ + ½·0.01‖W‖²_F`` on the classifier weight.
 
 ``loss = deletion + retention + w_a·alignment + λ·regularization + w_c·classifier_reg`` (1, 1, 0.001 in the
-paper; λ = 1/learning_rate with scaled importance); SA, SR and CR can be switched off (``use_alignment``, ``use_regularization``,
-``use_classifier_reg``). Plain SGD with two parameter groups (model lr, projector lr).
+paper; λ = 1/learning_rate with scaled importance); SA, SR and CR can be switched off (``use_alignment``,
+``use_regularization``, ``use_classifier_reg``). Plain SGD with two parameter groups (model lr, projector lr).
 
 Two presets (:attr:`StructGuard.presets`, picked with ``structguard_preset``):
 
@@ -290,9 +290,9 @@ class StructGuard(UnlearningMethod):
             return None
         if self.deletion_weights is None:
             self.deletion_weights = torch.ones(len(self.forget_images), device=forget_logits.device)
-        index = forget_batch["index"].to(self.deletion_weights.device)
-        weights = self.deletion_weights[index].to(forget_logits.device)
-        recognised = (forget_logits.detach().argmax(dim=1) == forget_batch["labels"]).to(index.device)
+        index = forget_batch["index"].to(forget_logits.device)
+        weights = self.deletion_weights[index]
+        recognised = forget_logits.detach().argmax(dim=1) == forget_batch["labels"]
         grow = torch.zeros_like(self.deletion_weights)
         grow[index[recognised]] = 1.0
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
