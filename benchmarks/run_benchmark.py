@@ -615,7 +615,8 @@ def caption_for(cells: list[dict]) -> str:
         found = sorted({str(getter(source(c))) for c in cells if source(c) is not None})
         return " / ".join(found) if found else "–"
 
-    evals = lambda key: values(lambda e: e.get(key) or "all", lambda c: c["settings"]["eval"])  # noqa: E731
+    evals = lambda key: values(lambda e: "all" if e.get(key) is None else e[key],  # noqa: E731
+                               lambda c: c["settings"]["eval"])
     return (
         "**Table (benchmark v2).** Unlearning of k random training images until A_f = 0, capped at "
         f"{values(lambda c: c['num_train_epochs'])} passes over the probe set (step cap "

@@ -103,7 +103,8 @@ def _cell(row, seed, a_test, a_r, a_f, k=16, levels=None, seconds=1.0, model="ge
     cell = {"model": model, "row": row, "k": k, "seed": seed, "steps": 0 if row == "before" else 10, "passes": 2.5,
             "final": {"A_test": a_test, "A_r": a_r, "A_f": a_f}, "reached_zero": a_f == 0.0,
             "seconds_phases": {"evaluation": seconds},
-            "settings": {"eval": {"test_eval_size": 2000}, "k": k, "seed": seed}}
+            "settings": {"eval": {"retain_eval_size": None, "test_eval_size": 2000, "eval_seed": 0}, "k": k,
+                         "seed": seed}}
     if row != "before":
         cell["levels"] = levels or {}
         cell["probes"] = {"epsilon": 4.0, "step_size": 1.0, "target_hit_rate": 90.0 + seed, "num": 320, "seconds": 0.0}
@@ -145,6 +146,7 @@ def test_report_from_hand_made_cells(bench, tmp_path):
     assert cost.endswith("| 30.0 | 2.00 |")  # 30 s against L2UL's mean 15 s
     caption = lines[0]
     assert "10 PGD iterations" in caption and "100.0 passes" in caption and "2000 test images" in caption
+    assert "eval seed 0)" in caption and "subsample of all retain images" in caption  # 0 is a seed, None is all
     assert (tmp_path / "report.md").read_text() == report
     assert "Warning" not in report
     cells[2]["settings"]["config"]["learning_rate"] = 0.5  # one l2ul cell from other settings
