@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from hf_structguard.data import select_forget_set
+from hf_structguard.errors import UnlearningDiverged
 from hf_structguard.evaluation import EvalSets, evaluate_model
 from hf_structguard.hub import library_versions
 from hf_structguard.methods import get_method
@@ -291,10 +292,15 @@ def run_method_cell(row: str, before, config: UnlearningConfig, sets: EvalSets, 
         levels=LEVELS,
     )
     retain = sets.retain if get_method(method).needs_retain else None
-    model, info = run_unlearning(
-        copy.deepcopy(before), config, sets.forget[0], sets.forget[1], probes,
-        anchors=anchors, retain_dataset=retain, callbacks=[levels],
-    )
+    model, started = copy.deepcopy(before), time.perf_counter()
+    try:
+        model, info = run_unlearning(model, config, sets.forget[0], sets.forget[1], probes,
+                                     anchors=anchors, retain_dataset=retain, callbacks=[levels])
+    except UnlearningDiverged as error:  # the run ends there, like one at the cap; the model keeps its last weights
+        logger.warning("%s: %s", row, error)
+        info = {"steps": error.step - 1, "stopped_at_zero": False, "seconds": time.perf_counter() - started,
+                "seconds_phases": {}, "log_history": [], "diverged_step": error.step}
+        model.eval()
     metrics = evaluate_model(model, sets, reference_model=before, retrieval=True, mia=profile["mia"])
     evaluation = metrics.pop("seconds") + levels.seconds
     phases = info["seconds_phases"]
@@ -306,6 +312,7 @@ def run_method_cell(row: str, before, config: UnlearningConfig, sets: EvalSets, 
         "passes": info["steps"] / steps_per_pass,
         "reached_zero": metrics["A_f"] == 0.0,
         "stopped_at_zero": info["stopped_at_zero"],
+        "diverged_step": info.get("diverged_step"),  # the step whose loss or gradients were not finite
         "levels": levels.records,
         "probes": probe_info,
         "seconds_phases": {
@@ -626,7 +633,8 @@ def caption_for(cells: list[dict]) -> str:
         f"{evals('test_eval_size')} test images (eval seed {evals('eval_seed')}); probes with "
         f"{values(lambda c: c['probe_num_steps'])} PGD iterations; StructGuard importance over "
         f"{values(lambda c: c['importance_num_samples'])} probe samples. [n/m]: seeds that reached A_f = 0 within "
-        "the cap; †: some seeds stopped at the cap, their A_test / A_r are taken there."
+        "the cap; †: some seeds stopped at the cap (or where their loss stopped being finite: ``diverged_step`` in "
+        "the cell), their A_test / A_r are taken there."
     )
 
 
@@ -653,8 +661,12 @@ def write_report(output_dir: Path) -> str:
         raise FileNotFoundError(f"no cells under {output_dir / 'cells'}")
     mixed = mixed_settings(cells)
     warning = ["**Warning: cells computed with different settings are pooled below.**", *mixed, ""] if mixed else []
+    diverged = [f"{c['model']} / {c['row']} k = {c['k']} seed {c['seed']}: step {c['diverged_step']}"
+                for c in cells if c.get("diverged_step")]
+    diverged = [f"**Diverged** (loss or gradients not finite; the run ends before that step): {'; '.join(diverged)}.",
+                ""] if diverged else []
     report = "\n".join([
-        caption_for(cells), "", *warning, table2(cells),
+        caption_for(cells), "", *warning, table2(cells), *diverged,
         "**Accuracy at equal forgetting** (A_test / A_r, %, mean over seeds; step 0 is after the method's set-up, "
         "e.g. with StructGuard's fresh projector; (n/m): seeds that reached the level).", "", tradeoff_table(cells),
         "**Probe sets** (target-hit rate under the Before model, per PGD setting).", "", hit_rate_table(cells),

@@ -17,6 +17,16 @@ class UserInputError(ValueError):
     """Bad input (an option, a path, a Hub id, a file): the message names the option and the fix."""
 
 
+class UnlearningDiverged(UserInputError):
+    """The unlearning loss or its gradients stopped being finite at ``step``: the settings (learning rate,
+    deletion loss) are too aggressive for this model. Raised before that step's update, so the model keeps its
+    last finite weights."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
 def one_line(error: BaseException) -> str:
     """``error``'s message on one line (Hub errors span several)."""
     return " ".join(str(error).split()) or type(error).__name__

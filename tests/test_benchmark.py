@@ -7,6 +7,7 @@ import json
 import pytest
 
 from hf_structguard.data import load_image_data
+from hf_structguard.errors import UnlearningDiverged
 
 from _scripts import load_script
 from _unlearning_helpers import tiny_model
@@ -148,7 +149,11 @@ def test_report_from_hand_made_cells(bench, tmp_path):
     assert "10 PGD iterations" in caption and "100.0 passes" in caption and "2000 test images" in caption
     assert "eval seed 0)" in caption and "subsample of all retain images" in caption  # 0 is a seed, None is all
     assert (tmp_path / "report.md").read_text() == report
-    assert "Warning" not in report
+    assert "Warning" not in report and "Diverged" not in report
+    cells[5]["diverged_step"] = 7  # a structguard seed whose loss stopped being finite
+    bench.write_json_atomic(bench.cell_path(tmp_path, "gen", "structguard", 16, 1), cells[5])
+    assert "**Diverged** (loss or gradients not finite; the run ends before that step): gen / structguard k = 16 " \
+           "seed 1: step 7." in bench.main(["--report", "--output_dir", str(tmp_path)])
     cells[2]["settings"]["config"]["learning_rate"] = 0.5  # one l2ul cell from other settings
     assert bench.mixed_settings(cells) == ["- gen / l2ul: cells differ in learning_rate"]
     assert (tmp_path / "plots" / "tradeoff.png").stat().st_size > 0
@@ -160,3 +165,17 @@ def test_tradeoff_points_keep_levels_passed_together_once(bench):
             _cell("structguard", 1, 72.0, 82.0, 12.5, levels={"start": lv, "75": lv, "50": lv, "25": lv})]
     assert bench.tradeoff_points(runs) == [(12.5, 8.0), (81.25, 71.0)]
     assert bench.tradeoff_points([_cell("before", 0, 81.0, 99.0, 90.0)]) == [(10.0, 81.0)]
+
+
+def test_a_diverged_run_is_recorded_where_it_ended(bench, before_dir, tmp_path, monkeypatch):
+    def diverge(model, config, *args, **kwargs):  # as the trainer does: before the update of step 3
+        raise UnlearningDiverged(f"method {config.method!r} diverged at step 3: non-finite loss.", step=3)
+
+    monkeypatch.setattr(bench, "run_unlearning", diverge)
+    report = bench.main(_grid_args(before_dir, tmp_path))
+    before = json.loads((tmp_path / "cells" / "tiny" / "before" / "k2-s0.json").read_text())
+    cell = json.loads((tmp_path / "cells" / "tiny" / "neggrad" / "k2-s0.json").read_text())
+    assert (cell["diverged_step"], cell["steps"], cell["stopped_at_zero"]) == (3, 2, False)
+    assert cell["final"]["A_test"] == before["final"]["A_test"]  # evaluated as the run left the model
+    assert "**Diverged** (loss or gradients not finite; the run ends before that step): tiny / neggrad k = 2 " \
+           "seed 0: step 3." in report

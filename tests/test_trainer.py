@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _unlearning_helpers import tiny_model, tiny_problem
-from transformers import HfArgumentParser, TrainerControl, TrainerState, TrainingArguments
+from transformers import HfArgumentParser, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from hf_structguard.errors import UnlearningDiverged, UserInputError
 from hf_structguard.methods import METHOD_REGISTRY, UnlearningMethod, register_method
 from hf_structguard.trainer import (
     ForgetAccuracyStopping,
@@ -151,6 +152,44 @@ class ConstantCE(UnlearningMethod):
 
     def on_step_begin(self, model, step, trainer):
         self.steps_seen.append(step)
+
+
+@register_method("test_breaks_at_step_2")
+class BreaksAtStep2(UnlearningMethod):
+    """A test-only method: probe CE, and from step 2 on a NaN term (``break_kind="nan"``) or a finite loss
+    whose gradient is not finite (``"gradient"``: d/dx sqrt(x) at 0)."""
+
+    break_kind = "nan"
+
+    def compute_loss(self, model, probe_batch, forget_batch, step):
+        ce = F.cross_entropy(model(probe_batch["pixel_values"]).logits, probe_batch["labels"])
+        if step < 1:
+            return {"loss": ce, "probe_ce": ce}
+        if self.break_kind == "nan":
+            return {"loss": ce * float("nan"), "probe_ce": ce * float("nan")}
+        weight = next(model.parameters())
+        return {"loss": ce + torch.sqrt((weight - weight.detach()).abs().sum()), "probe_ce": ce}
+
+
+@pytest.mark.parametrize("break_kind", ["nan", "gradient"])
+def test_divergence_stops_before_the_update_with_a_clear_error(tmp_path, monkeypatch, break_kind):
+    monkeypatch.setattr(BreaksAtStep2, "break_kind", break_kind)
+    forget_images, forget_labels, probes, anchors = tiny_problem()
+    args = UnlearningConfig(output_dir=str(tmp_path), method="test_breaks_at_step_2", per_device_train_batch_size=16,
+                            num_train_epochs=3, stop_at_zero_forget_accuracy=False, deletion_loss="ascent",
+                            disable_tqdm=True)
+    trainer = UnlearningTrainer(tiny_model(), args, forget_images, forget_labels, probes, anchors=anchors)
+    after_step_1 = {}
+    trainer.add_callback(type("Snapshot", (TrainerCallback,), {"on_step_end": lambda self, a, state, c, model=None,
+                                                             **kw: after_step_1.update(copy.deepcopy(model.state_dict()))}))
+    with pytest.raises(UnlearningDiverged, match="diverged at step 2: non-finite "
+                       + ("probe_ce, loss" if break_kind == "nan" else "gradients")) as error:
+        trainer.train()
+    assert error.value.step == 2 and "--deletion_loss nearest_wrong" in str(error.value)
+    assert isinstance(error.value, UserInputError)  # the scripts print it on one line, exit code 2
+    state = trainer.model.state_dict()
+    assert all(torch.equal(state[name], value) for name, value in after_step_1.items())  # step 2 never applied, its BatchNorm statistics taken back
+    assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point())
 
 
 def test_trainer_uses_registry_method_sgd_and_logs_every_step(tmp_path):

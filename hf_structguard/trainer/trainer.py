@@ -10,6 +10,7 @@ and, at the end, BatchNorm buffers identical on all ranks.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -22,7 +23,7 @@ from torch import nn
 from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 
-from ..errors import UserInputError
+from ..errors import UnlearningDiverged, UserInputError
 from ..lora import add_lora, is_peft_model, plain_copy
 from ..methods import get_method
 from ..structure import AnchorSpace
@@ -266,16 +267,37 @@ class UnlearningTrainer(Trainer):
         return (terms["loss"], terms) if return_outputs else terms["loss"]
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        """The step's forward and backward; its loss terms are averaged over processes for logging, and a
+        non-finite loss, term or gradient stops the run (:class:`UnlearningDiverged`) before the update, with the
+        buffers (BatchNorm statistics) the step's forward changed put back."""
+        buffers_before = [buffer.detach().clone() for buffer in model.buffers()]
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.args.batchnorm == "keep_stats":
             self._restore_batchnorm_statistics()
-        if self._step_terms:
-            keys = sorted(self._step_terms)
-            values = torch.stack([self._step_terms[key].reshape(()) for key in keys])
-            values = self.accelerator.reduce(values, reduction="mean").tolist()
-            for key, value in zip(keys, values):
-                self._term_sums[key] = self._term_sums.get(key, 0.0) + value
-            self._term_steps += 1
+        keys = sorted(self._step_terms)
+        gradients_finite = torch.stack(
+            [torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None]
+            or [torch.tensor(True, device=loss.device)]
+        ).all()
+        local = [*(self._step_terms[key].reshape(()) for key in keys), loss.detach().float().reshape(()),
+                 gradients_finite.float()]
+        *values, mean_loss, finite_share = self.accelerator.reduce(torch.stack(local), reduction="mean").tolist()
+        if not all(math.isfinite(value) for value in (*values, mean_loss)) or finite_share < 1.0:
+            bad = [key for key, value in zip((*keys, "loss"), (*values, mean_loss)) if not math.isfinite(value)]
+            with torch.no_grad():
+                for buffer, before in zip(model.buffers(), buffers_before):
+                    buffer.copy_(before)
+            raise UnlearningDiverged(
+                f"method {self.args.method!r} diverged at step {self.state.global_step + 1}: non-finite "
+                f"{', '.join(bad) or 'gradients'}. The run stops before that update (the model keeps the weights of "
+                "the step before). Lower --learning_rate"
+                + (", or bound the deletion (--deletion_loss nearest_wrong; structguard, adv, l2ul)."
+                   if self.args.deletion_loss == "ascent" else "."),
+                step=self.state.global_step + 1,
+            )
+        for key, value in zip(keys, values):
+            self._term_sums[key] = self._term_sums.get(key, 0.0) + value
+        self._term_steps += int(bool(keys))
         return loss
 
     @torch.no_grad()
