@@ -633,7 +633,7 @@ def caption_for(cells: list[dict]) -> str:
         f"{evals('test_eval_size')} test images (eval seed {evals('eval_seed')}); probes with "
         f"{values(lambda c: c['probe_num_steps'])} PGD iterations; StructGuard importance over "
         f"{values(lambda c: c['importance_num_samples'])} probe samples. [n/m]: seeds that reached A_f = 0 within "
-        "the cap; †: some seeds stopped at the cap (or where their loss stopped being finite: ``diverged_step`` in "
+        "the cap; †: some seeds stopped at the cap (or where their loss stopped being finite: `diverged_step` in "
         "the cell), their A_test / A_r are taken there."
     )
 
