@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import shutil
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,6 +40,8 @@ from hf_structguard.pipeline import (
 from hf_structguard.probes import probes_for_config
 from hf_structguard.structure import structure_importance
 from hf_structguard.trainer import UnlearningConfig, UnlearningTrainer
+
+from _outputs import write_result  # benchmarks/_outputs.py
 
 logger = logging.getLogger("importance_budget")
 
@@ -154,11 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
         "smallest_within_tolerance_per_tensor": smallest_within(results, args.min_rho, "min_tensor_spearman"),
         "torch_threads": torch.get_num_threads(), "versions": library_versions(),
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(content, indent=1))
-    output.with_suffix(".md").write_text(markdown(content))
-    print(markdown(content))
+    write_result(args.output, content, markdown(content))
     return content
 
 

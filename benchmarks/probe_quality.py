@@ -15,10 +15,8 @@ mean ± std, with the seconds each set took. States, per (method, k), the fewest
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +26,8 @@ from hf_structguard.hub import library_versions
 from hf_structguard.pipeline import DataArguments, ModelArguments, load_before_model, load_data
 from hf_structguard.probes import generate_probes, probe_config_for, target_hit_rate
 from hf_structguard.trainer import UnlearningConfig
+
+from _outputs import write_result  # benchmarks/_outputs.py
 
 logger = logging.getLogger("probe_quality")
 
@@ -124,11 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         "summary": summary, "fewest_iterations": fewest_iterations(summary),
         "torch_threads": torch.get_num_threads(), "versions": library_versions(),
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(content, indent=1))
-    output.with_suffix(".md").write_text(markdown(content))
-    print(markdown(content))
+    write_result(args.output, content, markdown(content))
     return content
 
 

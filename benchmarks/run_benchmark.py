@@ -59,6 +59,8 @@ from hf_structguard.probes import ProbeSet, auto_step_size, probe_config_for, pr
 from hf_structguard.structure import ALIGNMENT_MEASURES
 from hf_structguard.trainer import AccuracyAtForgetLevels, UnlearningConfig, run_unlearning
 
+from _outputs import write_atomic, write_json_atomic  # benchmarks/_outputs.py
+
 logger = logging.getLogger("benchmark")
 
 #: Forget accuracies (%) at which A_test and A_r are recorded (besides step 0).
@@ -192,19 +194,6 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path`` (readers never see half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, content: dict) -> None:
-    write_atomic(path, json.dumps(content, indent=1, default=str))
 
 
 def cell_path(output_dir: Path, tag: str, row: str, k: int, seed: int) -> Path:

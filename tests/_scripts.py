@@ -17,6 +17,8 @@ def load_script(relative_path: str) -> ModuleType:
     name = f"script_{path.parent.name}_{path.stem}"
     if name in sys.modules:
         return sys.modules[name]
+    if str(path.parent) not in sys.path:  # as `python <script>` does: the script's folder is importable
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
