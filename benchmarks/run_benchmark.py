@@ -290,7 +290,8 @@ def run_method_cell(row: str, before, config: UnlearningConfig, sets: EvalSets, 
         info = {"steps": error.step - 1, "stopped_at_zero": False, "seconds": time.perf_counter() - started,
                 "seconds_phases": {}, "log_history": [], "diverged_step": error.step}
         model.eval()
-    metrics = evaluate_model(model, sets, reference_model=before, retrieval=True, mia=profile["mia"])
+    diverged = info.get("diverged_step") is not None  # its outputs may no longer be finite: no membership attack
+    metrics = evaluate_model(model, sets, reference_model=before, retrieval=True, mia=profile["mia"] and not diverged)
     evaluation = metrics.pop("seconds") + levels.seconds
     phases = info["seconds_phases"]
     hooks = phases.get("method_hooks", 0.0)  # inside train(): e.g. StructGuard's importance

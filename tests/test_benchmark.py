@@ -177,5 +177,6 @@ def test_a_diverged_run_is_recorded_where_it_ended(bench, before_dir, tmp_path, 
     cell = json.loads((tmp_path / "cells" / "tiny" / "neggrad" / "k2-s0.json").read_text())
     assert (cell["diverged_step"], cell["steps"], cell["stopped_at_zero"]) == (3, 2, False)
     assert cell["final"]["A_test"] == before["final"]["A_test"]  # evaluated as the run left the model
+    assert "mia" in before["final"] and "mia" not in cell["final"]  # no membership attack on a diverged model
     assert "**Diverged** (loss or gradients not finite; the run ends before that step): tiny / neggrad k = 2 " \
            "seed 0: step 3." in report

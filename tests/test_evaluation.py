@@ -282,6 +282,10 @@ def test_mia_rejects_bad_inputs():
         membership_inference_audit(logits[:1], labels[:1], logits, labels, logits, labels)
     with pytest.raises(ValueError, match="both"):
         membership_inference_audit(logits, labels, logits, labels, logits, labels, holdout_logits=logits)
+    broken = logits.clone()
+    broken[1, 2] = float("nan")  # a diverged model: a clear error, not sklearn's "Input X contains NaN"
+    with pytest.raises(ValueError, match="logits are not all finite"):
+        membership_inference_audit(logits, labels, logits, labels, broken, labels)
 
 
 # ---- evaluate_model --------------------------------------------------------------------------------

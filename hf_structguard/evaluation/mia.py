@@ -50,6 +50,8 @@ def _check_pair(logits: torch.Tensor, labels: torch.Tensor, what: str) -> tuple[
         raise ValueError(f"the {what} set is empty: the audit needs at least one {what} sample")
     if logits.shape[0] != labels.shape[0]:
         raise ValueError(f"{logits.shape[0]} {what} logits but {labels.shape[0]} {what} labels")
+    if not torch.isfinite(logits).all():
+        raise ValueError(f"the {what} logits are not all finite (a diverged model?): the attack needs finite losses")
     return logits, labels
 
 
