@@ -15,7 +15,6 @@ budget with ρ >= ``--min_rho`` is stated. Writes ``<output>.json`` and ``<outpu
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import shutil
@@ -41,7 +40,7 @@ from hf_structguard.probes import probes_for_config
 from hf_structguard.structure import structure_importance
 from hf_structguard.trainer import UnlearningConfig, UnlearningTrainer
 
-from _outputs import write_result  # benchmarks/_outputs.py
+from _common import script_parser, write_result  # benchmarks/_common.py
 
 logger = logging.getLogger("importance_budget")
 
@@ -114,10 +113,7 @@ def markdown(content: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=None)
-    parser.add_argument("--model_name_or_path", required=True)
+    parser = script_parser(__doc__)
     parser.add_argument("--text_encoder", default=None)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)

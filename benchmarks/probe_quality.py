@@ -14,7 +14,6 @@ mean ± std, with the seconds each set took. States, per (method, k), the fewest
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 
@@ -27,7 +26,7 @@ from hf_structguard.pipeline import DataArguments, ModelArguments, load_before_m
 from hf_structguard.probes import generate_probes, probe_config_for, target_hit_rate
 from hf_structguard.trainer import UnlearningConfig
 
-from _outputs import write_result  # benchmarks/_outputs.py
+from _common import script_parser, write_result  # benchmarks/_common.py
 
 logger = logging.getLogger("probe_quality")
 
@@ -80,17 +79,15 @@ def markdown(content: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=None)
-    parser.add_argument("--model_name_or_path", required=True)
+    parser = script_parser(__doc__)
     parser.add_argument("--methods", nargs="+", default=["structguard", "l2ul"],
                         help="Methods whose probe settings (ε) are measured; every baseline shares l2ul's ε 4.")
     parser.add_argument("--ks", nargs="+", type=int, default=[16])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--iterations", nargs="+", type=int, default=[10, 20, 100],
                         help="PGD iteration counts (the CPU benchmark's 10, the paper's 100).")
-    parser.add_argument("--target", type=float, default=95.0, help="Target-hit rate (%) a probe set should reach.")
+    parser.add_argument("--target", type=float, default=95.0,
+                        help="Target-hit rate a probe set should reach, in percent.")
     parser.add_argument("--output", required=True, help="Path without suffix for the .json and .md files.")
     args = parser.parse_args(argv)
     if min(args.iterations) < 1 or min(args.ks) < 1:

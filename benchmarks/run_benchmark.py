@@ -59,7 +59,7 @@ from hf_structguard.probes import ProbeSet, auto_step_size, probe_config_for, pr
 from hf_structguard.structure import ALIGNMENT_MEASURES
 from hf_structguard.trainer import AccuracyAtForgetLevels, UnlearningConfig, run_unlearning
 
-from _outputs import write_atomic, write_json_atomic  # benchmarks/_outputs.py
+from _common import write_atomic, write_json_atomic  # benchmarks/_common.py
 
 logger = logging.getLogger("benchmark")
 
@@ -281,17 +281,19 @@ def run_method_cell(row: str, before, config: UnlearningConfig, sets: EvalSets, 
         levels=LEVELS,
     )
     retain = sets.retain if get_method(method).needs_retain else None
-    model, started = copy.deepcopy(before), time.perf_counter()
+    model, started, diverged_step = copy.deepcopy(before), time.perf_counter(), None
     try:
         model, info = run_unlearning(model, config, sets.forget[0], sets.forget[1], probes,
                                      anchors=anchors, retain_dataset=retain, callbacks=[levels])
     except UnlearningDiverged as error:  # the run ends there, like one at the cap; the model keeps its last weights
         logger.warning("%s: %s", row, error)
+        diverged_step = error.step
         info = {"steps": error.step - 1, "stopped_at_zero": False, "seconds": time.perf_counter() - started,
-                "seconds_phases": {}, "log_history": [], "diverged_step": error.step}
+                "seconds_phases": {}, "log_history": []}
         model.eval()
-    diverged = info.get("diverged_step") is not None  # its outputs may no longer be finite: no membership attack
-    metrics = evaluate_model(model, sets, reference_model=before, retrieval=True, mia=profile["mia"] and not diverged)
+    # a diverged model's outputs may no longer be finite: no membership attack on it
+    metrics = evaluate_model(model, sets, reference_model=before, retrieval=True,
+                             mia=profile["mia"] and diverged_step is None)
     evaluation = metrics.pop("seconds") + levels.seconds
     phases = info["seconds_phases"]
     hooks = phases.get("method_hooks", 0.0)  # inside train(): e.g. StructGuard's importance
@@ -302,7 +304,7 @@ def run_method_cell(row: str, before, config: UnlearningConfig, sets: EvalSets, 
         "passes": info["steps"] / steps_per_pass,
         "reached_zero": metrics["A_f"] == 0.0,
         "stopped_at_zero": info["stopped_at_zero"],
-        "diverged_step": info.get("diverged_step"),  # the step whose loss or gradients were not finite
+        "diverged_step": diverged_step,  # the step whose loss or gradients were not finite
         "levels": levels.records,
         "probes": probe_info,
         "seconds_phases": {
@@ -651,10 +653,10 @@ def write_report(output_dir: Path) -> str:
         raise FileNotFoundError(f"no cells under {output_dir / 'cells'}")
     mixed = mixed_settings(cells)
     warning = ["**Warning: cells computed with different settings are pooled below.**", *mixed, ""] if mixed else []
-    diverged = [f"{c['model']} / {c['row']} k = {c['k']} seed {c['seed']}: step {c['diverged_step']}"
-                for c in cells if c.get("diverged_step")]
-    diverged = [f"**Diverged** (loss or gradients not finite; the run ends before that step): {'; '.join(diverged)}.",
-                ""] if diverged else []
+    runs = [f"{c['model']} / {c['row']} k = {c['k']} seed {c['seed']}: step {c['diverged_step']}"
+            for c in cells if c.get("diverged_step") is not None]
+    diverged = [f"**Diverged** (loss or gradients not finite; the run ends before that step): {'; '.join(runs)}.",
+                ""] if runs else []
     report = "\n".join([
         caption_for(cells), "", *warning, table2(cells), *diverged,
         "**Accuracy at equal forgetting** (A_test / A_r, %, mean over seeds; step 0 is after the method's set-up, "

@@ -61,3 +61,11 @@ def test_probe_quality_end_to_end_matches_the_benchmark_probes(quality, tmp_path
     assert measured == pytest.approx(expected)
     assert json.loads((tmp_path / "out" / "tiny.json").read_text())["summary"] == content["summary"]
     assert "probes hitting their target" in (tmp_path / "out" / "tiny.md").read_text()
+
+
+@pytest.mark.parametrize("script", ["benchmarks/probe_quality.py", "benchmarks/importance_budget.py",
+                                    "benchmarks/run_benchmark.py"])
+def test_benchmark_scripts_print_their_help(script, capsys):
+    with pytest.raises(SystemExit) as done:  # argparse formats every help text: a bare % in one would raise
+        load_script(script).main(["--help"])
+    assert done.value.code == 0 and "--model_name_or_path" in capsys.readouterr().out

@@ -180,15 +180,20 @@ def test_divergence_stops_before_the_update_with_a_clear_error(tmp_path, monkeyp
                             disable_tqdm=True)
     trainer = UnlearningTrainer(tiny_model(), args, forget_images, forget_labels, probes, anchors=anchors)
     after_step_1 = {}
-    trainer.add_callback(type("Snapshot", (TrainerCallback,), {"on_step_end": lambda self, a, state, c, model=None,
-                                                             **kw: after_step_1.update(copy.deepcopy(model.state_dict()))}))
+
+    class Snapshot(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            after_step_1.update(copy.deepcopy(model.state_dict()))
+
+    trainer.add_callback(Snapshot())
     with pytest.raises(UnlearningDiverged, match="diverged at step 2: non-finite "
                        + ("probe_ce, loss" if break_kind == "nan" else "gradients")) as error:
         trainer.train()
     assert error.value.step == 2 and "--deletion_loss nearest_wrong" in str(error.value)
     assert isinstance(error.value, UserInputError)  # the scripts print it on one line, exit code 2
     state = trainer.model.state_dict()
-    assert all(torch.equal(state[name], value) for name, value in after_step_1.items())  # step 2 never applied, its BatchNorm statistics taken back
+    # step 2's update never applied, the BatchNorm statistics its forward moved taken back
+    assert all(torch.equal(state[name], value) for name, value in after_step_1.items())
     assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point())
 
 
