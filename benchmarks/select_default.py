@@ -41,7 +41,7 @@ CHECKPOINTS = {"memorised": "resnet18-cifar10-jpeg-memorised", "generalising": "
 #: The resolved config fields recorded with every run, so that a "default" row says which default it was.
 RECORDED_FIELDS = (
     "learning_rate", "batchnorm", "deletion_loss", "importance_normalization", "regularization_weight",
-    "deletion_weight_growth", "structguard_preset",
+    "deletion_weight_growth", "alignment_weight", "alignment_scaling", "structguard_preset",
 )
 
 
@@ -66,19 +66,20 @@ def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * float((logits.argmax(1) == labels).float().mean())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_setting_options(parser: argparse.ArgumentParser) -> None:
+    """The options that pick the Before model, the data and the forget sets (shared with sensitivity.py)."""
     parser.add_argument("--before", choices=sorted(CHECKPOINTS), default="memorised")
-    parser.add_argument("--checkpoints", default="/work/shared/checkpoints")
-    parser.add_argument("--dataset", default="/work/shared/data/cifar10-jpeg")
+    parser.add_argument("--checkpoints", default="../shared/checkpoints")
+    parser.add_argument("--dataset", default="../shared/data/cifar10-jpeg")
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--variants", nargs="+", required=True)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    variants = [parse_variant(spec) for spec in args.variants]
-    revision = source_revision()
+    parser.add_argument("--out", required=True, help="JSON-lines file the runs are appended to.")
 
+
+def run_variants(args: argparse.Namespace, variants: list[tuple[str, str, dict]], done=frozenset()) -> list[dict]:
+    """Run every ``(name, method, overrides)`` variant on the forget sets ``args.k``/``args.seeds`` of the Before
+    model ``args.before``; ``(name, seed)`` pairs in ``done`` are skipped. Each run is appended to ``args.out``."""
+    revision = source_revision()
     data = load_data(DataArguments(dataset=args.dataset))
     source = f"local-dir:{args.checkpoints}/{CHECKPOINTS[args.before]}"
     before, _ = load_before_model(data, ModelArguments(model_name_or_path=source))
@@ -88,7 +89,7 @@ def main() -> None:
     train_images, train_labels = data.tensors("train", None, before.config.image_size)
     test_rows = np.sort(np.random.default_rng(0).permutation(len(data.test))[:2000]).tolist()
     test_images, test_labels = data.tensors("test", test_rows, before.config.image_size)
-
+    rows = []
     for seed in args.seeds:
         forget = torch.as_tensor(select_forget_set(len(train_labels), k=args.k, seed=seed).indices)
         keep = torch.ones(len(train_labels), dtype=torch.bool)
@@ -98,6 +99,8 @@ def main() -> None:
         forget_images, forget_labels = train_images[forget], train_labels[forget]
         probe_cache: dict = {}
         for name, method, overrides in variants:
+            if (name, seed) in done:
+                continue
             config = UnlearningConfig(
                 output_dir="/tmp/select-default", method=method, seed=seed, probe_num_steps=10,
                 importance_num_samples=2000, drift_num_probes=0, disable_tqdm=True, **overrides,
@@ -115,6 +118,16 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             with open(args.out, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
+            rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_setting_options(parser)
+    parser.add_argument("--variants", nargs="+", required=True)
+    args = parser.parse_args()
+    run_variants(args, [parse_variant(spec) for spec in args.variants])
 
 
 if __name__ == "__main__":

@@ -400,3 +400,24 @@ def test_normalised_importance_takes_lambda_one_over_learning_rate_and_refuses_a
         UnlearningConfig(
             output_dir=str(tmp_path), method="structguard", importance_normalization="max", regularization_weight=500
         )
+
+
+def test_forget_ratio_alignment_scaling_weights_alignment_by_the_minibatch_forget_share(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
+    probe_batch, forget_batch = _batches(forget_images, forget_labels, probes)
+    totals = {}
+    for scaling in ("constant", "forget_ratio"):
+        method, model, _ = _method(tmp_path, anchors, probes, alignment_weight=3.0, alignment_scaling=scaling)
+        with torch.no_grad():  # move the projector so that the alignment term is not zero
+            model.projector.fc2.weight.add_(0.1)
+        model.train()
+        method.set_train_modes(model, step=0)
+        terms = method.compute_loss(model, probe_batch, forget_batch, step=0)
+        assert terms["alignment"].item() > 0
+        rest = terms["deletion"] + terms["retention"] + terms["regularization"]
+        rest = rest + method.args.classifier_reg_weight * terms["classifier_reg"]
+        totals[scaling] = ((terms["loss"] - rest) / terms["alignment"]).item()
+    n_f, n_a = len(forget_batch["labels"]), len(probe_batch["labels"])
+    assert n_f != n_a
+    assert totals["constant"] == pytest.approx(3.0, rel=1e-4)
+    assert totals["forget_ratio"] == pytest.approx(3.0 * n_f / n_a, rel=1e-4)

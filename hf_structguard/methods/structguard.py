@@ -12,7 +12,8 @@ Per step, with a probe minibatch ``x_s`` (target labels ``y_s``) and a forget mi
 - ``classifier_reg = 0.99‖W‖₁ + ½·0.01‖W‖²_F`` on the classifier weight.
 
 ``loss = deletion + retention + w_a·alignment + λ·regularization + w_c·classifier_reg`` (1, 1, 0.001 in the
-paper; λ = 1/learning_rate with scaled importance); SA, SR and CR can be switched off (``use_alignment``,
+paper; λ = 1/learning_rate with scaled importance; ``alignment_scaling="forget_ratio"`` multiplies w_a by the
+minibatch's n_f/n_a); SA, SR and CR can be switched off (``use_alignment``,
 ``use_regularization``, ``use_classifier_reg``). Plain SGD with two parameter groups (model lr, projector lr).
 
 Two presets (:attr:`StructGuard.presets`, picked with ``structguard_preset``):
@@ -27,7 +28,9 @@ Two presets (:attr:`StructGuard.presets`, picked with ``structguard_preset``):
   class instead of the unbounded ``−CE``), BatchNorm running statistics frozen at the Before model's,
   importance once at step 1 scaled into [0, 1] with λ = 1/learning_rate (``importance_normalization="max"``),
   per-sample deletion weights that grow 2 % per step while the sample is still recognised
-  (``deletion_weight_growth``), PGD step 2.5·ε/iterations, stop from the first step. Chosen on retained
+  (``deletion_weight_growth``), an alignment weight that follows the request (30·n_f/n_a: the structure is
+  defended in proportion to the deletion's share of the minibatch, which grows with k), PGD step
+  2.5·ε/iterations, stop from the first step. Chosen on retained
   training data (A_r) over forget seeds (README, "Choosing the default").
 """
 
@@ -120,6 +123,8 @@ class StructGuard(UnlearningMethod):
             "probe_step_size": 0.1,
             "importance_normalization": "none",
             "deletion_weight_growth": 0.0,
+            "alignment_scaling": "constant",
+            "alignment_weight": 1.0,
         },
         "default": {
             "projector_init": "residual",
@@ -131,6 +136,8 @@ class StructGuard(UnlearningMethod):
             "stop_check_from_epoch": 0,
             "importance_normalization": "max",
             "deletion_weight_growth": 0.02,
+            "alignment_scaling": "forget_ratio",
+            "alignment_weight": 30.0,
         },
     }
 
@@ -269,7 +276,8 @@ class StructGuard(UnlearningMethod):
         if self.args.use_alignment:
             s_unl = structure(vectors, self.space.anchors)
             terms["alignment"] = self.align(self.s_ori[probe_batch["probe_index"]], s_unl)
-            loss = loss + self.args.alignment_weight * terms["alignment"]
+            weight = self.alignment_weight(len(forget_batch["labels"]), len(probe_batch["labels"]))
+            loss = loss + weight * terms["alignment"]
         if self.args.use_regularization:
             terms["regularization"] = (
                 importance_penalty(effective_parameters(model, "backbone"), self.reference, self.importance)
@@ -282,6 +290,12 @@ class StructGuard(UnlearningMethod):
             loss = loss + self.args.classifier_reg_weight * terms["classifier_reg"]
         terms["loss"] = loss
         return terms
+
+    def alignment_weight(self, num_forget: int, num_probes: int) -> float:
+        """``alignment_weight``, times ``n_f/n_a`` of this minibatch with ``alignment_scaling="forget_ratio"``."""
+        if self.args.alignment_scaling == "forget_ratio":
+            return self.args.alignment_weight * num_forget / max(num_probes, 1)
+        return self.args.alignment_weight
 
     def grown_deletion_weights(self, forget_logits: torch.Tensor, forget_batch: dict) -> torch.Tensor | None:
         """This batch's deletion weights; then every sample the model still recognises grows its weight by

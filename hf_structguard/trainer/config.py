@@ -25,6 +25,7 @@ DELETION_PATHS = ("backbone", "deployed")
 IMPORTANCE_SCHEDULES = ("once", "reference")
 DELETION_LOSSES = ("ascent", "nearest_wrong")
 IMPORTANCE_NORMALIZATIONS = ("none", "max", "tensor_max")
+ALIGNMENT_SCALINGS = ("constant", "forget_ratio")
 
 #: Values for fields that are still ``None`` after the method's defaults (and preset) were applied.
 FALLBACK_DEFAULTS = {
@@ -39,6 +40,8 @@ FALLBACK_DEFAULTS = {
     "regularization_weight": 1.0,
     "importance_normalization": "none",
     "deletion_weight_growth": 0.0,
+    "alignment_scaling": "constant",
+    "alignment_weight": 1.0,
 }
 
 
@@ -224,7 +227,21 @@ class UnlearningConfig(TrainingArguments):
         default=None,
         metadata={"help": "RBF bandwidth σ of the 'mmd' alignment measure; None = median pairwise distance per batch."},
     )
-    alignment_weight: float = field(default=1.0, metadata={"help": "Weight of L_align in the structguard total."})
+    alignment_weight: float | None = field(
+        default=None,
+        metadata={"help": "Weight w_a of L_align in the structguard total. Default: the preset's (30 in default, "
+                  "scaled by alignment_scaling; 1 in reference, the paper's)."},
+    )
+    alignment_scaling: str | None = field(
+        default=None,
+        metadata={
+            "help": "How structguard's alignment weight follows the request: 'constant' (alignment_weight, the "
+            "paper's) or 'forget_ratio' (alignment_weight·n_f/n_a, with n_f forget samples and n_a probes in the "
+            "step's minibatch: the structure is defended in proportion to the deletion's share, which grows with "
+            "k). Default: the preset's.",
+            "choices": list(ALIGNMENT_SCALINGS),
+        },
+    )
     regularization_weight: float | None = field(
         default=None,
         metadata={
@@ -405,6 +422,7 @@ class UnlearningConfig(TrainingArguments):
             ("importance_schedule", IMPORTANCE_SCHEDULES),
             ("deletion_loss", DELETION_LOSSES),
             ("importance_normalization", IMPORTANCE_NORMALIZATIONS),
+            ("alignment_scaling", ALIGNMENT_SCALINGS),
         ):
             value = getattr(self, name)
             check(value is None or value in allowed, f"{name} must be one of {allowed}, got {value!r}")
