@@ -8,8 +8,8 @@ relative L2 error (the penalty uses raw values), and the seconds it took. The sm
 budget with ρ >= ``--min_rho`` is stated. Writes ``<output>.json`` and ``<output>.md``.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/importance_budget.py \\
-        --dataset /work/shared/data/cifar10-jpeg \\
-        --model_name_or_path local-dir:/work/shared/checkpoints/resnet18-cifar10-jpeg-memorised \\
+        --dataset ../shared/data/cifar10-jpeg \\
+        --model_name_or_path local-dir:../shared/checkpoints/resnet18-cifar10-jpeg-memorised \\
         --output benchmarks/results/importance_budget/memorised
 """
 
@@ -27,20 +27,12 @@ from scipy.stats import rankdata
 
 from hf_structguard.data import select_forget_set
 from hf_structguard.hub import library_versions
-from hf_structguard.pipeline import (
-    AnchorArguments,
-    DataArguments,
-    ModelArguments,
-    build_anchors,
-    load_before_model,
-    load_data,
-    resolve_attributes,
-)
+from hf_structguard.pipeline import AnchorArguments, build_anchors, resolve_attributes
 from hf_structguard.probes import probes_for_config
 from hf_structguard.structure import structure_importance
 from hf_structguard.trainer import UnlearningConfig, UnlearningTrainer
 
-from _common import script_parser, write_result  # benchmarks/_common.py
+from _common import load_before, script_parser, write_result  # benchmarks/_common.py
 
 logger = logging.getLogger("importance_budget")
 
@@ -125,9 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", required=True, help="Path without suffix for the .json and .md files.")
     args = parser.parse_args(argv)
 
-    data = load_data(DataArguments(dataset=args.dataset))
-    before, source = load_before_model(data, ModelArguments(model_name_or_path=args.model_name_or_path))
-    before.eval()
+    data, before, names = load_before(args)
     anchor_args = AnchorArguments(text_encoder=args.text_encoder)
     anchors = build_anchors(data, anchor_args, resolve_attributes(data, anchor_args))
     train_images, train_labels = data.tensors("train", None, before.config.image_size)
@@ -142,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = importance_for_budgets(trainer, sorted({b for b in args.budgets if b < largest} | {largest}))
     shutil.rmtree(config.output_dir, ignore_errors=True)  # the trainer never trains or saves here
     content = {
-        "model": source, "dataset": args.dataset, "k": args.k, "seed": args.seed, "num_probes": len(probes),
+        **names, "k": args.k, "seed": args.seed, "num_probes": len(probes),
         "probe_num_steps": args.probe_num_steps, "batch_size": config.per_device_train_batch_size,
         "num_parameters": sum(p.numel() for _, p in trainer.model.backbone_parameters()),
         "retain_size": retain_size, "min_rho": args.min_rho, "results": results,

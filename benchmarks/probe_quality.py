@@ -7,8 +7,8 @@ mean ± std, with the seconds each set took. States, per (method, k), the fewest
 ``--target``. Writes ``<output>.json`` and ``<output>.md``.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/probe_quality.py \\
-        --dataset /work/shared/data/cifar10-jpeg \\
-        --model_name_or_path local-dir:/work/shared/checkpoints/resnet18-cifar10-jpeg \\
+        --dataset ../shared/data/cifar10-jpeg \\
+        --model_name_or_path local-dir:../shared/checkpoints/resnet18-cifar10-jpeg \\
         --ks 16 --seeds 0 1 2 --iterations 10 20 100 --output benchmarks/results/probe_quality/generalising
 """
 
@@ -22,11 +22,10 @@ import torch
 
 from hf_structguard.data import select_forget_set
 from hf_structguard.hub import library_versions
-from hf_structguard.pipeline import DataArguments, ModelArguments, load_before_model, load_data
 from hf_structguard.probes import generate_probes, probe_config_for, target_hit_rate
 from hf_structguard.trainer import UnlearningConfig
 
-from _common import script_parser, write_result  # benchmarks/_common.py
+from _common import load_before, script_parser, write_result  # benchmarks/_common.py
 
 logger = logging.getLogger("probe_quality")
 
@@ -93,9 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     if min(args.iterations) < 1 or min(args.ks) < 1:
         parser.error("--iterations and --ks must be >= 1")
 
-    data = load_data(DataArguments(dataset=args.dataset))
-    before, source = load_before_model(data, ModelArguments(model_name_or_path=args.model_name_or_path))
-    before.eval()
+    data, before, names = load_before(args)
     images, labels = data.tensors("train", None, before.config.image_size)
     base = UnlearningConfig(method="structguard", use_cpu=True)  # only its probe fields are used; writes nothing
     results = []
@@ -116,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
                                 results[-1]["target_hit_rate"], seconds)
     summary = summarise(results, args.target)
     content = {
-        "model": source, "dataset": args.dataset, "ks": args.ks, "seeds": args.seeds, "target": args.target,
+        **names, "ks": args.ks, "seeds": args.seeds, "target": args.target,
         "probes_per_image": base.probes_per_image, "results": results,
         "summary": summary, "fewest_iterations": fewest_iterations(summary),
         "torch_threads": torch.get_num_threads(), "versions": library_versions(),
