@@ -20,12 +20,11 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 SHARED_ENV = "HF_STRUCTGUARD_SHARED"
 #: How commands and results name the shared folder: beside the repository.
 SHARED_NAME = "../shared"
-#: The help's last paragraph on ``../shared`` paths, for every script that reads them.
-SHARED_HELP = (
-    f"A path starting with {SHARED_NAME}/ (also after local-dir:) names the shared folder: ${SHARED_ENV} "
-    f"(default: {SHARED_NAME} beside the repository). Results name paths there as {SHARED_NAME}/..., paths in the "
-    "repository relative to it, Hub ids as given."
-)
+#: The help's last paragraph on ``../shared`` paths, for every script that reads them (printed as written).
+SHARED_HELP = f"""\
+A path starting with {SHARED_NAME}/ (also after local-dir:) names the shared folder: ${SHARED_ENV}
+(default: {SHARED_NAME} beside the repository). Results name paths in it as {SHARED_NAME}/..., paths in the
+repository relative to it, Hub ids as given."""
 _LOCAL_DIR = "local-dir:"
 
 
@@ -64,13 +63,17 @@ def _split_scheme(source: str) -> tuple[str, str]:
     return (_LOCAL_DIR, source[len(_LOCAL_DIR):]) if source.startswith(_LOCAL_DIR) else ("", source)
 
 
+def described_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser with ``doc`` as its help, example commands kept line by line, and :data:`SHARED_HELP` last."""
+    return argparse.ArgumentParser(description=doc, epilog=SHARED_HELP,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def script_parser(doc: str) -> argparse.ArgumentParser:
-    """Logging set up and a parser with ``doc`` as its help (its example commands kept line by line) and the
-    options every script takes: ``--dataset`` (a folder or Hub id; empty: the embedded digits data) and
-    ``--model_name_or_path`` (the Before model)."""
+    """Logging set up and a :func:`described_parser` with the options every script takes: ``--dataset`` (a
+    folder or Hub id; empty: the embedded digits data) and ``--model_name_or_path`` (the Before model)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=doc, epilog=SHARED_HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = described_parser(doc)
     parser.add_argument("--dataset", default=None, help="Dataset folder or Hub id (empty: the embedded digits data).")
     parser.add_argument("--model_name_or_path", required=True,
                         help="The Before model: a folder, local-dir:PATH or Hub id.")

@@ -33,7 +33,7 @@ import logging
 from pathlib import Path
 
 from _cells import run_grid
-from _common import SHARED_HELP
+from _common import described_parser
 from _report import write_report
 from _rows import ABLATIONS, DEFAULT_ROWS, ROWS
 
@@ -78,8 +78,7 @@ def resolve_profile(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, epilog=SHARED_HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = described_parser(__doc__)
     parser.add_argument("--dataset", default=None, help="Dataset folder or Hub id (empty: the embedded digits data).")
     parser.add_argument("--model_name_or_path", nargs="+", action="extend", default=None,
                         help="Before model(s), each 'tag=source' or 'source' (tag: its last path component).")

@@ -35,6 +35,8 @@ from hf_structguard.pipeline import (
 from hf_structguard.probes import probes_for_config, target_hit_rate
 from hf_structguard.trainer import UnlearningConfig, run_unlearning
 
+from _common import described_parser, locate  # benchmarks/_common.py
+
 CHECKPOINTS = {"memorised": "resnet18-cifar10-jpeg-memorised", "generalising": "resnet18-cifar10-jpeg"}
 
 
@@ -69,8 +71,8 @@ def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
 def add_setting_options(parser: argparse.ArgumentParser) -> None:
     """The options that pick the Before model, the data and the forget sets (shared with sensitivity.py)."""
     parser.add_argument("--before", choices=sorted(CHECKPOINTS), default="memorised")
-    parser.add_argument("--checkpoints", default="../shared/checkpoints")
-    parser.add_argument("--dataset", default="../shared/data/cifar10-jpeg")
+    parser.add_argument("--checkpoints", default="../shared/checkpoints", help="Folder of the Before models.")
+    parser.add_argument("--dataset", default="../shared/data/cifar10-jpeg", help="Dataset folder or Hub id.")
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", required=True, help="JSON-lines file the runs are appended to.")
@@ -80,8 +82,8 @@ def run_variants(args: argparse.Namespace, variants: list[tuple[str, str, dict]]
     """Run every ``(name, method, overrides)`` variant on the forget sets ``args.k``/``args.seeds`` of the Before
     model ``args.before``; ``(name, seed)`` pairs in ``done`` are skipped. Each run is appended to ``args.out``."""
     revision = source_revision()
-    data = load_data(DataArguments(dataset=args.dataset))
-    source = f"local-dir:{args.checkpoints}/{CHECKPOINTS[args.before]}"
+    data = load_data(DataArguments(dataset=locate(args.dataset)))
+    source = locate(f"local-dir:{args.checkpoints}/{CHECKPOINTS[args.before]}")
     before, _ = load_before_model(data, ModelArguments(model_name_or_path=source))
     before.eval()
     anchor_args = AnchorArguments()
@@ -122,11 +124,12 @@ def run_variants(args: argparse.Namespace, variants: list[tuple[str, str, dict]]
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = described_parser(__doc__)
     add_setting_options(parser)
-    parser.add_argument("--variants", nargs="+", required=True)
-    args = parser.parse_args()
+    parser.add_argument("--variants", nargs="+", required=True,
+                        help="Variants, each name=method or name=method:{json UnlearningConfig overrides}.")
+    args = parser.parse_args(argv)
     run_variants(args, [parse_variant(spec) for spec in args.variants])
 
 

@@ -14,14 +14,13 @@ per k of A_test / A_r (mean over the seeds present), 100−A_f and steps.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from _common import write_atomic
+from _common import described_parser, write_atomic
 from hf_structguard.trainer import UnlearningConfig
 from select_default import add_setting_options, run_variants
 
@@ -68,11 +67,11 @@ def report(out: Path) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = described_parser(__doc__)
     add_setting_options(parser)
     parser.add_argument("--report", action="store_true", help="Only write the table from --out.")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     out = Path(args.out)
     if not args.report:
         out.parent.mkdir(parents=True, exist_ok=True)

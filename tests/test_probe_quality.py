@@ -11,7 +11,7 @@ from hf_structguard.data import load_image_data, select_forget_set
 from hf_structguard.probes import probes_for_config, target_hit_rate
 from hf_structguard.trainer import UnlearningConfig
 
-from _scripts import load_script
+from _scripts import ROOT, load_script
 from _unlearning_helpers import tiny_model
 
 
@@ -63,9 +63,16 @@ def test_probe_quality_end_to_end_matches_the_benchmark_probes(quality, tmp_path
     assert "probes hitting their target" in (tmp_path / "out" / "tiny.md").read_text()
 
 
-@pytest.mark.parametrize("script", ["benchmarks/probe_quality.py", "benchmarks/importance_budget.py",
-                                    "benchmarks/run_benchmark.py"])
-def test_benchmark_scripts_print_their_help(script, capsys):
+BENCHMARK_SCRIPTS = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "benchmarks").glob("[!_]*.py"))
+
+
+@pytest.mark.parametrize("script", BENCHMARK_SCRIPTS)
+def test_benchmark_scripts_print_their_help_with_examples_line_by_line(script, capsys):
+    module = load_script(script)
     with pytest.raises(SystemExit) as done:  # argparse formats every help text: a bare % in one would raise
-        load_script(script).main(["--help"])
-    assert done.value.code == 0 and "--model_name_or_path" in capsys.readouterr().out
+        module.main(["--help"])
+    printed = capsys.readouterr().out
+    assert done.value.code == 0 and "HF_STRUCTGUARD_SHARED" in printed
+    examples = [line for line in module.__doc__.splitlines() if line.startswith("    ")]
+    assert len(examples) >= 2, f"{script}: its docstring should end with example commands"
+    assert all(line in printed.splitlines() for line in examples), "an example command was re-wrapped"
