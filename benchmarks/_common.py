@@ -51,7 +51,7 @@ def recorded(source: str | None) -> str | None:
         return None
     scheme, path = _split_scheme(locate(source))
     if not os.path.exists(path):
-        return scheme + path
+        return source
     resolved = Path(path).resolve()
     for root, name in ((shared_folder(), SHARED_NAME), (REPOSITORY, "")):
         if resolved.is_relative_to(root):

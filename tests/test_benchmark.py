@@ -76,6 +76,7 @@ def test_shared_paths_are_read_where_the_variable_says_and_recorded_relative(com
     assert common.recorded(str(common.REPOSITORY / "benchmarks" / "results")) == "benchmarks/results"
     assert common.recorded("org/model") == "org/model" and common.recorded(None) is None  # a Hub id; no dataset
     assert common.recorded(str(tmp_path)) == str(tmp_path)  # elsewhere: as given
+    assert common.recorded("local-dir:../shared/missing") == "local-dir:../shared/missing"  # not there: as given
     monkeypatch.delenv(common.SHARED_ENV)
     assert common.shared_folder() == (common.REPOSITORY.parent / "shared").resolve()
 
