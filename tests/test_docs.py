@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 #: The concept anchors that code and other pages link to (docs/concepts.md#<id>).
 CONCEPT_ANCHORS = (
@@ -30,14 +32,34 @@ def build(config: Path, site_dir: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_site_builds_strict_with_every_concept_anchor(tmp_path):
-    result = build(ROOT / "mkdocs.yml", tmp_path / "site")
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """The site built from the repository's mkdocs.yml, once for this module."""
+    site_dir = tmp_path_factory.mktemp("docs") / "site"
+    result = build(ROOT / "mkdocs.yml", site_dir)
     assert result.returncode == 0, result.stdout + result.stderr
-    concepts = (tmp_path / "site" / "concepts" / "index.html").read_text(encoding="utf-8")
+    return site_dir
+
+
+def test_site_builds_strict_with_every_concept_anchor(site):
+    concepts = (site / "concepts" / "index.html").read_text(encoding="utf-8")
     ids = set(re.findall(r'id="([^"]+)"', concepts))
     assert not set(CONCEPT_ANCHORS) - ids, f"concept anchors missing: {sorted(set(CONCEPT_ANCHORS) - ids)}"
-    api = (tmp_path / "site" / "api" / "trainer" / "index.html").read_text(encoding="utf-8")
+    api = (site / "api" / "trainer" / "index.html").read_text(encoding="utf-8")
     assert "UnlearningConfig" in api and "alignment_scaling" in api  # rendered from the docstrings and fields
+
+
+def test_readme_is_a_short_front_door_whose_doc_links_resolve(site):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 250
+    assert "method.md" not in readme  # concepts are linked in docs/concepts.md, not the working spec
+    assert not re.search(r"(?<![.\w])/(work|home|root)/", readme), "README names an absolute machine path"
+    links = re.findall(r"\]\(docs/([\w/-]+)\.md(?:#([\w-]+))?\)", readme)
+    assert links
+    for page, anchor in links:
+        assert (ROOT / "docs" / f"{page}.md").is_file(), page
+        html = (site / page.removesuffix("index") / "index.html").read_text(encoding="utf-8")
+        assert not anchor or f'id="{anchor}"' in html, f"docs/{page}.md#{anchor}"
 
 
 def test_strict_build_fails_on_a_broken_link(tmp_path):
