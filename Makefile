@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM = false
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test clean
+.PHONY: install run test docs clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The documentation site (docs/, mkdocs.yml) into build/site; --strict fails on a broken link or reference.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
