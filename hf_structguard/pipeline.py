@@ -123,6 +123,7 @@ def load_before_model(data: ImageClassificationData, model_args: ModelArguments)
         learning_rate=0.05,
         hflip=False,
         crop_padding=2,
+        single_thread=True,  # the same first result on every machine
     )
     folder = _cache_dir() / "before" / recipe.cache_key(data.source)
     if (folder / "config.json").exists():
