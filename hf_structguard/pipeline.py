@@ -35,7 +35,7 @@ from .arguments import (  # noqa: F401  (re-exported: the options used to live h
 )
 from .anchors import SHIPPED, AnchorSet, build_anchor_set, load_attributes
 from .data import ForgetSet, ImageClassificationData, load_image_data, select_forget_set
-from .errors import UserInputError, is_offline_miss, option_errors
+from .errors import UserInputError, check_output_dir, is_offline_miss, option_errors
 from .evaluation import EvalSets, evaluate_model, format_results_table, write_results
 from .hub import library_versions, load_or_create_salt, push_run, write_model_card
 from .hub.push import adapter_base_model
@@ -318,6 +318,7 @@ def run_pipeline(
     with option_errors():  # unknown names and bad values fail here, before any work
         method_configs = {name: config.for_method(name) for name in methods}
         check_push_arguments(config, model_args)
+    check_output_dir(config.output_dir)
     folders = {name: output_dir / CHECKPOINTS_DIR / name for name in methods}
     checkpoints = resume_points(config.resume_from_checkpoint, folders)
     is_main = PartialState().is_main_process

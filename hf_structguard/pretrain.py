@@ -23,6 +23,7 @@ from torchvision.transforms import v2
 from transformers import Trainer, TrainingArguments
 
 from .data import ImageClassificationData
+from .errors import check_output_dir
 from .evaluation import accuracy, predict
 from .modeling import StructGuardForImageClassification, build_model
 
@@ -117,7 +118,8 @@ def pretrain_classifier(
     """Train a classifier on ``data.train``, save it to ``output_dir`` and return it with its metrics:
     ``train_accuracy`` (on the un-augmented training images) and ``test_accuracy`` (%), ``epochs``, ``recipe``
     (``image_size`` filled from the data when it was None). ``args.single_thread`` trains under
-    :func:`thread_independent`."""
+    :func:`thread_independent`. An ``output_dir`` that cannot be written raises :class:`UserInputError` first."""
+    check_output_dir(output_dir)
     if args.image_size is None:
         args = dataclasses.replace(args, image_size=data.native_image_size())
     with thread_independent() if args.single_thread else contextlib.nullcontext():

@@ -49,7 +49,7 @@ from accelerate import PartialState
 from .arguments import SequentialArguments
 from .data import ForgetSet, select_forget_set
 from .data.forget import write_private_text
-from .errors import UserInputError, option_errors
+from .errors import UserInputError, check_output_dir, option_errors
 from .evaluation import EvalSets, evaluate_model, format_results_table, write_results
 from .evaluation.accuracy import predict
 from .hub import library_versions, load_or_create_salt, write_model_card
@@ -132,6 +132,7 @@ def run_sequential(
     with option_errors():  # unknown names and bad values fail here, before any work
         method_args = config.for_method(method)
         check_push_arguments(config, model_args)
+    check_output_dir(config.output_dir)
     output_dir = Path(config.output_dir)
     count = len(seq_args.forget_ids_files) if seq_args.forget_ids_files else seq_args.num_requests
     folders = [output_dir / CHECKPOINTS_DIR / f"request_{number}" for number in range(1, count + 1)]
