@@ -23,10 +23,8 @@ from accelerate import PartialState
 from huggingface_hub import constants as hub_constants
 from transformers.trainer_utils import get_last_checkpoint
 
-from .arguments import (  # noqa: F401  (re-exported: the options used to live here)
-    ARGUMENT_CLASSES,
+from .arguments import (
     CLIP_TEXT_ENCODER,
-    DEFAULT_OUTPUT_DIR,
     PACKAGED_TEXT_ENCODER,
     AnchorArguments,
     DataArguments,

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from accelerate import PartialState
 
-from .arguments import SequentialArguments
+from .arguments import AnchorArguments, DataArguments, ModelArguments, RunArguments, SequentialArguments
 from .data import ForgetSet, select_forget_set
 from .data.forget import write_private_text
 from .errors import UserInputError, check_output_dir, option_errors
@@ -58,10 +58,6 @@ from .lora import save_model
 from .methods import get_method
 from .pipeline import (
     CHECKPOINTS_DIR,
-    AnchorArguments,
-    DataArguments,
-    ModelArguments,
-    RunArguments,
     build_anchors,
     check_push_arguments,
     finish_run,
