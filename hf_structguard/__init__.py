@@ -7,7 +7,6 @@ Names are loaded on first use, so ``import hf_structguard`` stays light (no torc
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -64,30 +63,6 @@ _PUBLIC = {
 }
 
 __all__ = ["__version__", *_PUBLIC]
-
-if TYPE_CHECKING:  # static analysers and IDEs see the real imports
-    from .anchors import AnchorSet, build_anchor_set, load_attributes
-    from .arguments import AnchorArguments, DataArguments, ModelArguments, RunArguments, SequentialArguments
-    from .data import ForgetSet, ImageClassificationData, load_image_data, select_forget_set
-    from .errors import UserInputError
-    from .evaluation import EvalSets, evaluate_model
-    from .hub import DeletionReceipt, push_run, render_model_card, write_model_card
-    from .lora import load_adapter, save_model
-    from .methods import (
-        METHOD_REGISTRY,
-        StructGuard,
-        UnlearningMethod,
-        benchmark_rows,
-        get_method,
-        register_method,
-    )
-    from .modeling import StructGuardConfig, StructGuardForImageClassification, build_model
-    from .pipeline import publish_run, run_pipeline
-    from .pretrain import PretrainArguments, pretrain_classifier
-    from .probes import ProbeSet, generate_probes
-    from .sequential import run_sequential
-    from .trainer import UnlearningConfig, UnlearningResult, UnlearningTrainer, run_unlearning
-
 
 def __getattr__(name: str):
     """Import a public name's submodule on first use (PEP 562)."""
