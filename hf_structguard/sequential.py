@@ -122,13 +122,7 @@ def run_sequential(
     config: UnlearningConfig,
 ) -> dict:
     """Run the sequence of deletion requests (module docstring); returns the content of ``results.json``."""
-    if run_args.methods and len(run_args.methods) > 1:
-        raise UserInputError(f"a sequence of requests runs one method (--method), got --methods {run_args.methods}")
-    if data_args.forget_ids_file or data_args.forget_classes:
-        raise UserInputError("a sequence takes its requests from --forget_ids_files or --num_requests/--request_k, "
-                             "not --forget_ids_file/--forget_classes")
-    method = run_args.methods[0] if run_args.methods else config.method
-    method_args = check_run_options(config, model_args, [method])[method]
+    method, method_args = _sequence_method(data_args, model_args, run_args, config)
     output_dir = Path(config.output_dir)
     count = len(seq_args.forget_ids_files) if seq_args.forget_ids_files else seq_args.num_requests
     folders = [output_dir / CHECKPOINTS_DIR / f"request_{number}" for number in range(1, count + 1)]
@@ -195,6 +189,19 @@ def run_sequential(
         _write_sequence_outputs(output_dir, run_config, union, requests, results, method, model, logs, run_args)
     PartialState().wait_for_everyone()
     return json.loads((output_dir / "results.json").read_text())
+
+
+def _sequence_method(
+    data_args: DataArguments, model_args: ModelArguments, run_args: RunArguments, config: UnlearningConfig
+) -> tuple[str, UnlearningConfig]:
+    """The sequence's one method and its config; :class:`UserInputError` for options a sequence cannot take."""
+    if run_args.methods and len(run_args.methods) > 1:
+        raise UserInputError(f"a sequence of requests runs one method (--method), got --methods {run_args.methods}")
+    if data_args.forget_ids_file or data_args.forget_classes:
+        raise UserInputError("a sequence takes its requests from --forget_ids_files or --num_requests/--request_k, "
+                             "not --forget_ids_file/--forget_classes")
+    method = run_args.methods[0] if run_args.methods else config.method
+    return method, check_run_options(config, model_args, [method])[method]
 
 
 def _request_record(
