@@ -87,3 +87,12 @@ def test_structguard_preset_still_works_with_a_future_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         config.for_method("structguard", seed=1)  # the copy does not warn again
+
+
+def test_every_module_of_the_methods_package_is_registered_without_a_list_to_edit():
+    import pkgutil
+
+    from hf_structguard import methods
+
+    modules = {module.name for module in pkgutil.iter_modules(methods.__path__)} - {"base"}
+    assert modules <= set(METHOD_REGISTRY)  # each built-in module registers the method it is named after
