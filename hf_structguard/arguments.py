@@ -6,6 +6,7 @@ Kept apart from :mod:`hf_structguard.pipeline` so that ``--help`` and argument e
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 
 from .trainer.config import UnlearningConfig
@@ -15,6 +16,11 @@ CLIP_TEXT_ENCODER = "openai/clip-vit-base-patch32"
 DEFAULT_OUTPUT_DIR = "outputs/default"
 #: Checkpoint defaults of the scripts: a killed run resumes with --resume_from_checkpoint true.
 SCRIPT_DEFAULTS = {"save_strategy": "steps", "save_steps": 50}
+
+
+class ScriptHelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` of the scripts: the description (usage examples) keeps its lines; options show their defaults
+    (``HfArgumentParser``'s own choice)."""
 
 
 @dataclass

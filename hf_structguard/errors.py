@@ -6,9 +6,11 @@ Light on purpose (no torch, no transformers at import): the scripts import it be
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 EXIT_USER_ERROR = 2
 
@@ -53,6 +55,20 @@ def hub_problem(error: BaseException) -> str | None:
     if isinstance(error, EntryNotFoundError):
         return f"the repo lacks a needed file ({one_line(error)})"
     return None
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--output_dir") -> None:
+    """:class:`UserInputError` naming ``option`` unless ``path`` is a writable folder or can be created as one
+    (its nearest existing ancestor is a writable folder). Creates nothing."""
+    path = Path(path).expanduser().absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserInputError(f"{option} {path}: cannot create a folder there, {existing} is a file; choose another "
+                             "folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserInputError(f"{option} {path}: {existing} is not writable; choose a folder you can write to")
 
 
 @contextmanager

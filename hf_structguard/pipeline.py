@@ -23,10 +23,8 @@ from accelerate import PartialState
 from huggingface_hub import constants as hub_constants
 from transformers.trainer_utils import get_last_checkpoint
 
-from .arguments import (  # noqa: F401  (re-exported: the options used to live here)
-    ARGUMENT_CLASSES,
+from .arguments import (
     CLIP_TEXT_ENCODER,
-    DEFAULT_OUTPUT_DIR,
     PACKAGED_TEXT_ENCODER,
     AnchorArguments,
     DataArguments,
@@ -35,7 +33,7 @@ from .arguments import (  # noqa: F401  (re-exported: the options used to live h
 )
 from .anchors import SHIPPED, AnchorSet, build_anchor_set, load_attributes
 from .data import ForgetSet, ImageClassificationData, load_image_data, select_forget_set
-from .errors import UserInputError, is_offline_miss, option_errors
+from .errors import UserInputError, check_output_dir, is_offline_miss, option_errors
 from .evaluation import EvalSets, evaluate_model, format_results_table, write_results
 from .hub import library_versions, load_or_create_salt, push_run, write_model_card
 from .hub.push import adapter_base_model
@@ -123,6 +121,7 @@ def load_before_model(data: ImageClassificationData, model_args: ModelArguments)
         learning_rate=0.05,
         hflip=False,
         crop_padding=2,
+        single_thread=True,  # the same first result on every machine
     )
     folder = _cache_dir() / "before" / recipe.cache_key(data.source)
     if (folder / "config.json").exists():
@@ -300,6 +299,48 @@ def settle_config(config: UnlearningConfig, num_retained: int) -> UnlearningConf
     return dataclasses.replace(config, importance_num_samples=num_retained)
 
 
+def check_run_options(config: UnlearningConfig, model_args: ModelArguments, methods: list[str]) -> dict[str, UnlearningConfig]:
+    """Each method's config; unknown names, bad values, a push that cannot succeed and an output folder that
+    cannot be written raise :class:`UserInputError` here, before any work."""
+    with option_errors():
+        method_configs = {name: config.for_method(name) for name in methods}
+        check_push_arguments(config, model_args)
+    check_output_dir(config.output_dir)
+    return method_configs
+
+
+def write_run_inputs(output_dir: Path, forget: ForgetSet, anchors: AnchorSet, before: StructGuardForImageClassification) -> None:
+    """The run's inputs into ``output_dir``: the forget set (private, local only: never pushed), anchors and
+    the Before model."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    forget.to_json(output_dir / FORGET_SET_FILE)
+    anchors.save(output_dir / "anchors")
+    before.save_pretrained(output_dir / "before")
+
+
+def evaluate_before(before: StructGuardForImageClassification, sets: EvalSets, data_args: DataArguments) -> dict:
+    """The Before model's metrics, its evaluation time under ``seconds_phases``."""
+    metrics = evaluate_model(before, sets, retrieval=data_args.retrieval, mia=data_args.mia)
+    metrics["seconds_phases"] = {"evaluation": metrics.pop("seconds")}
+    return metrics
+
+
+def base_run_config(
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    anchor_args: AnchorArguments,
+    data: ImageClassificationData,
+    before_source: str,
+    anchors: AnchorSet,
+) -> dict:
+    """What ``results.json``'s ``run_config`` records about the data, the Before model and the anchors."""
+    return {
+        "data": dataclasses.asdict(data_args),
+        "model": {**dataclasses.asdict(model_args), "before_source": before_source},
+        "anchors": {**dataclasses.asdict(anchor_args), "metadata": anchors.metadata},
+    }
+
+
 def run_pipeline(
     data_args: DataArguments,
     model_args: ModelArguments,
@@ -314,9 +355,7 @@ def run_pipeline(
     """
     methods = run_args.methods or [config.method]
     output_dir = Path(config.output_dir)
-    with option_errors():  # unknown names and bad values fail here, before any work
-        method_configs = {name: config.for_method(name) for name in methods}
-        check_push_arguments(config, model_args)
+    method_configs = check_run_options(config, model_args, methods)
     folders = {name: output_dir / CHECKPOINTS_DIR / name for name in methods}
     checkpoints = resume_points(config.resume_from_checkpoint, folders)
     is_main = PartialState().is_main_process
@@ -339,52 +378,29 @@ def run_pipeline(
     before, before_source = load_before_model(data, model_args)
     seconds["before_model"] = time.perf_counter() - started
     sets = _eval_sets(data, forget, before.config.image_size, data_args)
-    forget_images, forget_labels = sets.forget
 
     started = time.perf_counter()
     anchors = saved_anchors if saved_anchors is not None else build_anchors(data, anchor_args, attributes)
     seconds["anchors"] = time.perf_counter() - started
 
     if is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        forget.to_json(output_dir / FORGET_SET_FILE)  # private, local only: never pushed
-        anchors.save(output_dir / "anchors")
-        before.save_pretrained(output_dir / "before")
+        write_run_inputs(output_dir, forget, anchors, before)
 
     started = time.perf_counter()
-    results = {"before": evaluate_model(before, sets, retrieval=data_args.retrieval, mia=data_args.mia)}
-    results["before"]["seconds_phases"] = {"evaluation": results["before"].pop("seconds")}
+    results = {"before": evaluate_before(before, sets, data_args)}
     seconds["evaluate_before"] = time.perf_counter() - started
 
     probe_cache: dict[tuple, ProbeSet] = {}
     logs: dict[str, list[dict]] = {}
     unlearned: dict[str, StructGuardForImageClassification] = {}
     for name, method_args in method_configs.items():
-        started = time.perf_counter()
-        probes = probes_for_config(before, forget_images, forget_labels, data.num_classes, method_args, probe_cache)
-        probe_seconds = time.perf_counter() - started
-        retain = sets.retain if get_method(name).needs_retain else None
-        model, info = run_unlearning(
-            copy.deepcopy(before), unlearning_config(method_args, folders[name], checkpoints[name]),
-            forget_images, forget_labels, probes, anchors=anchors, retain_dataset=retain,
+        trainer_args = unlearning_config(method_args, folders[name], checkpoints[name])
+        unlearned[name], results[name], logs[name] = unlearn_and_evaluate(
+            before, trainer_args, sets, anchors, data.num_classes, data_args, probe_cache
         )
-        started = time.perf_counter()
-        metrics = evaluate_model(model, sets, reference_model=before, retrieval=data_args.retrieval, mia=data_args.mia)
-        phases = {"probes": probe_seconds, **info.get("seconds_phases", {}), "unlearning": info["seconds"]}
-        phases["evaluation"] = metrics.pop("seconds")
-        metrics.update(seconds=probe_seconds + info["seconds"], seconds_phases=phases)
-        metrics.update(steps=info["steps"], stopped_at_zero=info["stopped_at_zero"], num_probes=len(probes))
-        metrics["probe_hit_rate"] = target_hit_rate(before, probes)  # % of probes the Before model calls their target
-        metrics["trainable_parameters"] = info["trainable_parameters"]
-        results[name] = metrics
-        logs[name] = info["log_history"]
-        unlearned[name] = model
-        logger.info("%s: A_test %.2f  A_r %.2f  A_f %.2f  (%d steps)", name, metrics["A_test"], metrics["A_r"], metrics["A_f"], info["steps"])
 
     run_config = {
-        "data": dataclasses.asdict(data_args),
-        "model": {**dataclasses.asdict(model_args), "before_source": before_source},
-        "anchors": {**dataclasses.asdict(anchor_args), "metadata": anchors.metadata},
+        **base_run_config(data_args, model_args, anchor_args, data, before_source, anchors),
         "unlearning": {name: method_args.to_sanitized_dict() for name, method_args in method_configs.items()},
         "dataset_source": data.source,
         "class_names": data.class_names,
@@ -392,23 +408,68 @@ def run_pipeline(
         "versions": library_versions(),
     }
     if is_main:
-        salt = load_or_create_salt(output_dir)
-        forget_info = {"k": forget.k, "mode": forget.mode, "fingerprint_sha256_salted": forget.fingerprint(salt)}
-        write_results(output_dir / "results.json", run_config, forget_info, results)
-        content = json.loads((output_dir / "results.json").read_text())
-        for name, model in unlearned.items():
-            if run_args.save_models:
-                save_model(model, output_dir / name)  # a LoRA adapter with --peft
-                (output_dir / name / "log_history.json").write_text(json.dumps(logs[name], indent=1))
-                write_model_card(output_dir, name, content, content["run_config"], anchors_repo=run_args.anchors_hub_id)
-        if run_args.plots:
-            plot_run(output_dir, results, logs)
-        print(format_results_table(results))
-        print(f"Results: {output_dir / 'results.json'} · models and model cards: {output_dir}/<method>/ · "
-              f"plots: {output_dir / 'plots'}")
-        finish_run(output_dir, results, run_args)
+        write_run_outputs(output_dir, run_config, forget, results, unlearned, logs, run_args)
     PartialState().wait_for_everyone()
     return json.loads((output_dir / "results.json").read_text())
+
+
+def unlearn_and_evaluate(
+    before: StructGuardForImageClassification,
+    method_args: UnlearningConfig,
+    sets: EvalSets,
+    anchors: AnchorSet,
+    num_classes: int,
+    data_args: DataArguments,
+    probe_cache: dict[tuple, ProbeSet],
+) -> tuple[StructGuardForImageClassification, dict, list[dict]]:
+    """Unlearn ``sets.forget`` from a copy of ``before`` with one method; returns the model, its metrics (with
+    steps, timings per phase, probe count and hit rate) and the trainer's log history."""
+    forget_images, forget_labels = sets.forget
+    started = time.perf_counter()
+    probes = probes_for_config(before, forget_images, forget_labels, num_classes, method_args, probe_cache)
+    probe_seconds = time.perf_counter() - started
+    retain = sets.retain if get_method(method_args.method).needs_retain else None
+    model, info = run_unlearning(
+        copy.deepcopy(before), method_args, forget_images, forget_labels, probes, anchors=anchors, retain_dataset=retain,
+    )
+    metrics = evaluate_model(model, sets, reference_model=before, retrieval=data_args.retrieval, mia=data_args.mia)
+    phases = {"probes": probe_seconds, **info.get("seconds_phases", {}), "unlearning": info["seconds"]}
+    phases["evaluation"] = metrics.pop("seconds")
+    metrics.update(seconds=probe_seconds + info["seconds"], seconds_phases=phases)
+    metrics.update(steps=info["steps"], stopped_at_zero=info["stopped_at_zero"], num_probes=len(probes))
+    metrics["probe_hit_rate"] = target_hit_rate(before, probes)  # % of probes the Before model calls their target
+    metrics["trainable_parameters"] = info["trainable_parameters"]
+    logger.info("%s: A_test %.2f  A_r %.2f  A_f %.2f  (%d steps)", method_args.method, metrics["A_test"],
+                metrics["A_r"], metrics["A_f"], info["steps"])
+    return model, metrics, info["log_history"]
+
+
+def write_run_outputs(
+    output_dir: Path,
+    run_config: dict,
+    forget: ForgetSet,
+    results: dict[str, dict],
+    unlearned: dict[str, StructGuardForImageClassification],
+    logs: dict[str, list[dict]],
+    run_args: RunArguments,
+) -> None:
+    """``results.json``, each unlearned model with its log and card, the plots and the printed table; then
+    :func:`finish_run` (main process only)."""
+    salt = load_or_create_salt(output_dir)
+    forget_info = {"k": forget.k, "mode": forget.mode, "fingerprint_sha256_salted": forget.fingerprint(salt)}
+    write_results(output_dir / "results.json", run_config, forget_info, results)
+    content = json.loads((output_dir / "results.json").read_text())
+    for name, model in unlearned.items():
+        if run_args.save_models:
+            save_model(model, output_dir / name)  # a LoRA adapter with --peft
+            (output_dir / name / "log_history.json").write_text(json.dumps(logs[name], indent=1))
+            write_model_card(output_dir, name, content, content["run_config"], anchors_repo=run_args.anchors_hub_id)
+    if run_args.plots:
+        plot_run(output_dir, results, logs)
+    print(format_results_table(results))
+    print(f"Results: {output_dir / 'results.json'} · models and model cards: {output_dir}/<method>/ · "
+          f"plots: {output_dir / 'plots'}")
+    finish_run(output_dir, results, run_args)
 
 
 def finish_run(output_dir: Path, results: dict[str, dict], run_args: RunArguments) -> None:

@@ -8,10 +8,12 @@ horizontal flips.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from torchvision.transforms import v2
 from transformers import Trainer, TrainingArguments
 
 from .data import ImageClassificationData
+from .errors import check_output_dir
 from .evaluation import accuracy, predict
 from .modeling import StructGuardForImageClassification, build_model
 
@@ -47,6 +50,11 @@ class PretrainArguments:
     hflip: bool = field(default=True, metadata={"help": "Random horizontal flips (turn off for digits/text)."})
     crop_padding: int = field(default=4, metadata={"help": "Reflect padding of the random crop; 0 disables it."})
     seed: int = field(default=0, metadata={"help": "Random seed (initialisation, shuffling, augmentation)."})
+    single_thread: bool = field(
+        default=False,
+        metadata={"help": "Train on one CPU thread with deterministic algorithms, so the weights are bit-identical "
+                          "whatever the machine's thread count (slower on a CPU with several cores)."},
+    )
     progress_bar: bool = field(default=True, metadata={"help": "Show a progress bar with the time left."})
 
     def __post_init__(self) -> None:
@@ -61,6 +69,25 @@ class PretrainArguments:
         recipe = {key: value for key, value in dataclasses.asdict(self).items() if key != "progress_bar"}
         payload = json.dumps({"data": data_source, **recipe}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def thread_independent() -> Iterator[None]:
+    """Run the block on one CPU thread with deterministic algorithms, then restore both settings.
+
+    Parallel CPU kernels split their sums by thread count, so the same seed trains different weights on
+    1 and on 2 threads; one thread gives the same bits everywhere.
+    """
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 class _AugmentedImages(Dataset):
@@ -90,9 +117,19 @@ def pretrain_classifier(
 ) -> tuple[StructGuardForImageClassification, dict]:
     """Train a classifier on ``data.train``, save it to ``output_dir`` and return it with its metrics:
     ``train_accuracy`` (on the un-augmented training images) and ``test_accuracy`` (%), ``epochs``, ``recipe``
-    (``image_size`` filled from the data when it was None)."""
+    (``image_size`` filled from the data when it was None). ``args.single_thread`` trains under
+    :func:`thread_independent`. An ``output_dir`` that cannot be written raises :class:`UserInputError` first."""
+    check_output_dir(output_dir)
     if args.image_size is None:
         args = dataclasses.replace(args, image_size=data.native_image_size())
+    with thread_independent() if args.single_thread else contextlib.nullcontext():
+        return _train(data, args, output_dir)
+
+
+def _train(
+    data: ImageClassificationData, args: PretrainArguments, output_dir: str | os.PathLike
+) -> tuple[StructGuardForImageClassification, dict]:
+    """The body of :func:`pretrain_classifier` (``args.image_size`` set)."""
     torch.manual_seed(args.seed)
     model = build_model(
         args.backbone,

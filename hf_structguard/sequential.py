@@ -44,26 +44,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from accelerate import PartialState
 
-from .arguments import SequentialArguments
+from .arguments import AnchorArguments, DataArguments, ModelArguments, RunArguments, SequentialArguments
 from .data import ForgetSet, select_forget_set
 from .data.forget import write_private_text
 from .errors import UserInputError, option_errors
 from .evaluation import EvalSets, evaluate_model, format_results_table, write_results
 from .evaluation.accuracy import predict
 from .hub import library_versions, load_or_create_salt, write_model_card
-from .hub.receipt import FORGET_SET_FILE
 from .lora import save_model
 from .methods import get_method
 from .pipeline import (
     CHECKPOINTS_DIR,
-    AnchorArguments,
-    DataArguments,
-    ModelArguments,
-    RunArguments,
+    base_run_config,
     build_anchors,
-    check_push_arguments,
+    check_run_options,
+    evaluate_before,
     finish_run,
     load_before_model,
     load_data,
@@ -71,6 +69,7 @@ from .pipeline import (
     resume_points,
     settle_config,
     unlearning_config,
+    write_run_inputs,
 )
 from .plots import plot_run
 from .probes import probes_for_config
@@ -123,15 +122,7 @@ def run_sequential(
     config: UnlearningConfig,
 ) -> dict:
     """Run the sequence of deletion requests (module docstring); returns the content of ``results.json``."""
-    if run_args.methods and len(run_args.methods) > 1:
-        raise UserInputError(f"a sequence of requests runs one method (--method), got --methods {run_args.methods}")
-    if data_args.forget_ids_file or data_args.forget_classes:
-        raise UserInputError("a sequence takes its requests from --forget_ids_files or --num_requests/--request_k, "
-                             "not --forget_ids_file/--forget_classes")
-    method = run_args.methods[0] if run_args.methods else config.method
-    with option_errors():  # unknown names and bad values fail here, before any work
-        method_args = config.for_method(method)
-        check_push_arguments(config, model_args)
+    method, method_args = _sequence_method(data_args, model_args, run_args, config)
     output_dir = Path(config.output_dir)
     count = len(seq_args.forget_ids_files) if seq_args.forget_ids_files else seq_args.num_requests
     folders = [output_dir / CHECKPOINTS_DIR / f"request_{number}" for number in range(1, count + 1)]
@@ -156,19 +147,14 @@ def run_sequential(
                         seed=data_args.eval_seed)
 
     if is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        union.to_json(output_dir / FORGET_SET_FILE)  # private, local only: the receipt covers the union
+        write_run_inputs(output_dir, union, anchors, before)  # the receipt covers the union
         write_private_text(output_dir / REQUESTS_FILE, json.dumps([r.indices for r in requests]) + "\n")
-        anchors.save(output_dir / "anchors")
-        before.save_pretrained(output_dir / "before")
-    results = {"before": evaluate_model(before, eval_sets(_cat(forgets)), retrieval=data_args.retrieval,
-                                        mia=data_args.mia)}
-    results["before"]["seconds_phases"] = {"evaluation": results["before"].pop("seconds")}
+    results = {"before": evaluate_before(before, eval_sets(_cat(forgets)), data_args)}
 
     model = copy.deepcopy(before)
     records: list[dict] = []
     logs: dict[str, list[dict]] = {}
-    for number, request in enumerate(requests, start=1):
+    for number in range(1, len(requests) + 1):
         so_far = _cat(forgets[:number])
         # the importance budget is |D_r| as known at this request: later requests are not known yet
         request_args = settle_config(method_args, len(data.train) - len(so_far[1]))
@@ -185,32 +171,14 @@ def run_sequential(
         )
         metrics = evaluate_model(model, eval_sets(so_far), reference_model=before, retrieval=data_args.retrieval,
                                  mia=data_args.mia)
-        correct = predict(model, so_far[0])[0].argmax(1) == so_far[1]
-        bounds = np.cumsum([0] + [r.k for r in requests[:number]])
-        metrics.update(
-            request=number, k=request.k, k_union=int(bounds[-1]), A_f_union=metrics["A_f"],
-            A_f_requests=[100.0 * correct[a:b].double().mean().item() for a, b in zip(bounds[:-1], bounds[1:])],
-            steps=info["steps"], stopped_at_zero=info["stopped_at_zero"], num_probes=len(probes),
-            importance_num_samples=request_args.importance_num_samples,
-            trainable_parameters=info["trainable_parameters"], seconds=probe_seconds + info["seconds"],
-            seconds_phases={"probes": probe_seconds, **info["seconds_phases"], "unlearning": info["seconds"],
-                            "evaluation": metrics.pop("seconds")},
-        )
-        if metrics["A_f_union"] > 0:
-            logger.warning("after request %d, %.2f %% of the samples forgotten so far are classified correctly "
-                           "again (per request: %s)", number, metrics["A_f_union"], metrics["A_f_requests"])
-        logger.info("request %d/%d: A_test %.2f  A_r %.2f  A_f %.2f  A_f(union) %.2f  (%d steps)", number,
-                    len(requests), metrics["A_test"], metrics["A_r"], metrics["A_f_requests"][-1],
-                    metrics["A_f_union"], info["steps"])
-        records.append(metrics)
+        records.append(_request_record(metrics, model, so_far, requests, number, info, probe_seconds, len(probes),
+                                       request_args.importance_num_samples))
         logs[f"request_{number}"] = info["log_history"]
 
     results[method] = {**records[-1], "steps": sum(r["steps"] for r in records),
                        "seconds": sum(r["seconds"] for r in records), "requests": records}
     run_config = {
-        "data": dataclasses.asdict(data_args),
-        "model": {**dataclasses.asdict(model_args), "before_source": before_source},
-        "anchors": {**dataclasses.asdict(anchor_args), "metadata": anchors.metadata},
+        **base_run_config(data_args, model_args, anchor_args, data, before_source, anchors),
         "unlearning": {method: request_args.to_sanitized_dict()},  # as settled for the last request
         "sequential": dataclasses.asdict(seq_args),
         "dataset_source": data.source,
@@ -218,19 +186,83 @@ def run_sequential(
         "versions": library_versions(),
     }
     if is_main:
-        salt = load_or_create_salt(output_dir)
-        forget_info = {"k": union.k, "mode": union.mode, "fingerprint_sha256_salted": union.fingerprint(salt),
-                       "requests": [{"k": r.k, "fingerprint_sha256_salted": r.fingerprint(salt)} for r in requests]}
-        write_results(output_dir / "results.json", run_config, forget_info, results)
-        content = json.loads((output_dir / "results.json").read_text())
-        if run_args.save_models:
-            save_model(model, output_dir / method)
-            history = [{"request": int(name.split("_")[1]), **row} for name, log in logs.items() for row in log]
-            (output_dir / method / "log_history.json").write_text(json.dumps(history, indent=1))
-            write_model_card(output_dir, method, content, run_config, anchors_repo=run_args.anchors_hub_id)
-        if run_args.plots:
-            plot_run(output_dir, results, logs)
-        print(format_results_table({"before": results["before"], **{f"request {r['request']}": r for r in records}}))
-        finish_run(output_dir, {"before": results["before"], method: results[method]}, run_args)
+        _write_sequence_outputs(output_dir, run_config, union, requests, results, method, model, logs, run_args)
     PartialState().wait_for_everyone()
     return json.loads((output_dir / "results.json").read_text())
+
+
+def _sequence_method(
+    data_args: DataArguments, model_args: ModelArguments, run_args: RunArguments, config: UnlearningConfig
+) -> tuple[str, UnlearningConfig]:
+    """The sequence's one method and its config; :class:`UserInputError` for options a sequence cannot take."""
+    if run_args.methods and len(run_args.methods) > 1:
+        raise UserInputError(f"a sequence of requests runs one method (--method), got --methods {run_args.methods}")
+    if data_args.forget_ids_file or data_args.forget_classes:
+        raise UserInputError("a sequence takes its requests from --forget_ids_files or --num_requests/--request_k, "
+                             "not --forget_ids_file/--forget_classes")
+    method = run_args.methods[0] if run_args.methods else config.method
+    return method, check_run_options(config, model_args, [method])[method]
+
+
+def _request_record(
+    metrics: dict,
+    model: nn.Module,
+    so_far: tuple[torch.Tensor, torch.Tensor],
+    requests: list[ForgetSet],
+    number: int,
+    info: dict,
+    probe_seconds: float,
+    num_probes: int,
+    importance_num_samples: int | None,
+) -> dict:
+    """``metrics`` (the evaluation after request ``number`` of ``requests``, 1-based, on everything forgotten
+    ``so_far``) completed into the request's record: its forget accuracy per request, steps, sizes and timings;
+    warns when samples forgotten earlier are recognised again."""
+    correct = predict(model, so_far[0])[0].argmax(1) == so_far[1]
+    bounds = np.cumsum([0] + [r.k for r in requests[:number]])
+    metrics.update(
+        request=number, k=requests[number - 1].k, k_union=int(bounds[-1]), A_f_union=metrics["A_f"],
+        A_f_requests=[100.0 * correct[a:b].double().mean().item() for a, b in zip(bounds[:-1], bounds[1:])],
+        steps=info["steps"], stopped_at_zero=info["stopped_at_zero"], num_probes=num_probes,
+        importance_num_samples=importance_num_samples,
+        trainable_parameters=info["trainable_parameters"], seconds=probe_seconds + info["seconds"],
+        seconds_phases={"probes": probe_seconds, **info["seconds_phases"], "unlearning": info["seconds"],
+                        "evaluation": metrics.pop("seconds")},
+    )
+    if metrics["A_f_union"] > 0:
+        logger.warning("after request %d, %.2f %% of the samples forgotten so far are classified correctly "
+                       "again (per request: %s)", number, metrics["A_f_union"], metrics["A_f_requests"])
+    logger.info("request %d/%d: A_test %.2f  A_r %.2f  A_f %.2f  A_f(union) %.2f  (%d steps)", number,
+                len(requests), metrics["A_test"], metrics["A_r"], metrics["A_f_requests"][-1], metrics["A_f_union"],
+                info["steps"])
+    return metrics
+
+
+def _write_sequence_outputs(
+    output_dir: Path,
+    run_config: dict,
+    union: ForgetSet,
+    requests: list[ForgetSet],
+    results: dict[str, dict],
+    method: str,
+    model: nn.Module,
+    logs: dict[str, list[dict]],
+    run_args: RunArguments,
+) -> None:
+    """``results.json`` (the union's and each request's fingerprint), the final model with its log and card,
+    the plots and the printed table; then :func:`finish_run` (main process only)."""
+    salt = load_or_create_salt(output_dir)
+    forget_info = {"k": union.k, "mode": union.mode, "fingerprint_sha256_salted": union.fingerprint(salt),
+                   "requests": [{"k": r.k, "fingerprint_sha256_salted": r.fingerprint(salt)} for r in requests]}
+    write_results(output_dir / "results.json", run_config, forget_info, results)
+    content = json.loads((output_dir / "results.json").read_text())
+    if run_args.save_models:
+        save_model(model, output_dir / method)
+        history = [{"request": int(name.split("_")[1]), **row} for name, log in logs.items() for row in log]
+        (output_dir / method / "log_history.json").write_text(json.dumps(history, indent=1))
+        write_model_card(output_dir, method, content, run_config, anchors_repo=run_args.anchors_hub_id)
+    if run_args.plots:
+        plot_run(output_dir, results, logs)
+    records = results[method]["requests"]
+    print(format_results_table({"before": results["before"], **{f"request {r['request']}": r for r in records}}))
+    finish_run(output_dir, {"before": results["before"], method: results[method]}, run_args)

@@ -249,7 +249,8 @@ def structure_importance(
         raise ValueError("structure_importance needs at least one trainable parameter")
     if len(images) != len(s_ori):
         raise ValueError(f"{len(images)} probe images but {len(s_ori)} rows of S_ori")
-    device = named[0][1].device
+    if mode not in IMPORTANCE_MODES:
+        raise ValueError(f"importance mode must be one of {IMPORTANCE_MODES}, got {mode!r}")
     module = _StructureModule(model, space)
     was_training = model.training
     buffers = {name: buf.detach().clone() for name, buf in model.named_buffers()}
@@ -257,46 +258,14 @@ def structure_importance(
     try:
         if mode == "batch":
             model.train(batch_statistics)
-            generator = torch.Generator().manual_seed(int(seed))
-            seen = 0
-            bar = tqdm(total=num_samples, desc="structure importance", unit="probe", leave=False)
-            while seen < num_samples:
-                for rows in torch.randperm(len(images), generator=generator).split(batch_size):
-                    if len(rows) < 2 and batch_statistics:
-                        continue
-                    s_unl = module(images[rows].to(device))
-                    loss = loss_fn(s_ori[rows].to(device), s_unl)
-                    grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
-                    for (name, _), grad in zip(named, grads):
-                        if grad is not None:
-                            totals[name] += len(rows) * grad.abs()
-                    seen += len(rows)
-                    bar.update(len(rows))
-                    if seen >= num_samples:
-                        break
-                if seen == 0:
-                    raise ValueError("batch importance needs at least 2 probes")
-            bar.close()
-            count = seen
-        elif mode == "per_sample":
-            model.eval()
-            params = {f"model.{name}": param.detach() for name, param in named}
-
-            def sample_loss(p, image, target):
-                s_unl = torch.func.functional_call(module, p, (image.unsqueeze(0),))
-                return loss_fn(target.unsqueeze(0), s_unl)
-
-            per_sample_grad = torch.func.vmap(
-                torch.func.grad(sample_loss), in_dims=(None, 0, 0), chunk_size=per_sample_chunk
+            count = _accumulate_batch_gradients(
+                module, named, images, s_ori, loss_fn, totals, num_samples, batch_size, seed, batch_statistics
             )
-            for rows in torch.arange(len(images)).split(batch_size):
-                with torch.no_grad():  # no outer graph (e.g. through the projector); the inner grad still runs
-                    grads = per_sample_grad(params, images[rows].to(device), s_ori[rows].to(device))
-                for name, _ in named:
-                    totals[name] += grads[f"model.{name}"].abs().sum(0)
-            count = len(images)
         else:
-            raise ValueError(f"importance mode must be one of {IMPORTANCE_MODES}, got {mode!r}")
+            model.eval()
+            count = _accumulate_per_sample_gradients(
+                module, named, images, s_ori, loss_fn, totals, batch_size, per_sample_chunk
+            )
     finally:
         if restore_buffers:
             with torch.no_grad():
@@ -304,3 +273,69 @@ def structure_importance(
                     buf.copy_(buffers[name])
         model.train(was_training)
     return {name: total.detach() / count for name, total in totals.items()}
+
+
+def _accumulate_batch_gradients(
+    module: nn.Module,
+    named: list[tuple[str, torch.Tensor]],
+    images: torch.Tensor,
+    s_ori: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    totals: dict[str, torch.Tensor],
+    num_samples: int,
+    batch_size: int,
+    seed: int,
+    skip_single: bool,
+) -> int:
+    """``"batch"`` importance: add ``n_B·|∇ L_align(B)|`` to ``totals`` over minibatches of seeded permutations of
+    the probes until ``num_samples`` probes were seen (size-1 batches skipped when ``skip_single``); returns the
+    number seen."""
+    device = named[0][1].device
+    generator = torch.Generator().manual_seed(int(seed))
+    seen = 0
+    bar = tqdm(total=num_samples, desc="structure importance", unit="probe", leave=False)
+    while seen < num_samples:
+        for rows in torch.randperm(len(images), generator=generator).split(batch_size):
+            if len(rows) < 2 and skip_single:
+                continue
+            loss = loss_fn(s_ori[rows].to(device), module(images[rows].to(device)))
+            grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+            for (name, _), grad in zip(named, grads):
+                if grad is not None:
+                    totals[name] += len(rows) * grad.abs()
+            seen += len(rows)
+            bar.update(len(rows))
+            if seen >= num_samples:
+                break
+        if seen == 0:
+            raise ValueError("batch importance needs at least 2 probes")
+    bar.close()
+    return seen
+
+
+def _accumulate_per_sample_gradients(
+    module: nn.Module,
+    named: list[tuple[str, torch.Tensor]],
+    images: torch.Tensor,
+    s_ori: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    totals: dict[str, torch.Tensor],
+    batch_size: int,
+    chunk: int,
+) -> int:
+    """``"per_sample"`` importance (Eq. 4): add ``|∇ L_align(x_s)|`` of every probe to ``totals`` (``torch.func.vmap``
+    in chunks of ``chunk``); returns the number of probes."""
+    device = named[0][1].device
+    params = {f"model.{name}": param.detach() for name, param in named}
+
+    def sample_loss(p, image, target):
+        s_unl = torch.func.functional_call(module, p, (image.unsqueeze(0),))
+        return loss_fn(target.unsqueeze(0), s_unl)
+
+    per_sample_grad = torch.func.vmap(torch.func.grad(sample_loss), in_dims=(None, 0, 0), chunk_size=chunk)
+    for rows in torch.arange(len(images)).split(batch_size):
+        with torch.no_grad():  # no outer graph (e.g. through the projector); the inner grad still runs
+            grads = per_sample_grad(params, images[rows].to(device), s_ori[rows].to(device))
+        for name, _ in named:
+            totals[name] += grads[f"model.{name}"].abs().sum(0)
+    return len(images)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
+from hf_structguard.arguments import ScriptHelpFormatter
 from hf_structguard.errors import UserInputError, option_errors, run_cli
 from hf_structguard.pretrain import PretrainArguments
 
@@ -43,7 +44,7 @@ class PretrainDataArguments:
 def main(argv: list[str] | None = None) -> dict:
     """Parse the options and train; raises ``UserInputError`` for bad input (``run_cli`` prints it)."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser((PretrainDataArguments, PretrainArguments), description=__doc__)
+    parser = HfArgumentParser((PretrainDataArguments, PretrainArguments), description=__doc__, formatter_class=ScriptHelpFormatter)
     with option_errors():
         data_args, recipe = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
-from hf_structguard.arguments import ARGUMENT_CLASSES, DEFAULT_OUTPUT_DIR, SCRIPT_DEFAULTS
+from hf_structguard.arguments import ARGUMENT_CLASSES, DEFAULT_OUTPUT_DIR, SCRIPT_DEFAULTS, ScriptHelpFormatter
 from hf_structguard.errors import UserInputError, option_errors, run_cli
 
 
@@ -53,7 +53,7 @@ def config_file_tokens(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     """Parse the options and run; raises :class:`UserInputError` for bad input (``run_cli`` prints it)."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(ARGUMENT_CLASSES, description=__doc__)
+    parser = HfArgumentParser(ARGUMENT_CLASSES, description=__doc__, formatter_class=ScriptHelpFormatter)
     parser.add_argument("--config", default=None, help="YAML or JSON file of options; command-line options override it.")
     parser.set_defaults(output_dir=DEFAULT_OUTPUT_DIR, **SCRIPT_DEFAULTS)
     with option_errors():  # the options' own checks (UnlearningConfig.__post_init__ and co.)

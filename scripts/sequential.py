@@ -17,7 +17,7 @@ import sys
 
 from transformers import HfArgumentParser
 
-from hf_structguard.arguments import ARGUMENT_CLASSES, SCRIPT_DEFAULTS, SequentialArguments
+from hf_structguard.arguments import ARGUMENT_CLASSES, SCRIPT_DEFAULTS, ScriptHelpFormatter, SequentialArguments
 from hf_structguard.errors import option_errors, run_cli
 
 DEFAULT_OUTPUT_DIR = "outputs/sequential"
@@ -26,7 +26,7 @@ DEFAULT_OUTPUT_DIR = "outputs/sequential"
 def main(argv: list[str] | None = None) -> dict:
     """Parse the options and run the sequence; raises :class:`UserInputError` for bad input (``run_cli`` prints it)."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser((*ARGUMENT_CLASSES, SequentialArguments), description=__doc__)
+    parser = HfArgumentParser((*ARGUMENT_CLASSES, SequentialArguments), description=__doc__, formatter_class=ScriptHelpFormatter)
     parser.set_defaults(output_dir=DEFAULT_OUTPUT_DIR, **SCRIPT_DEFAULTS)
     with option_errors():  # the options' own checks (SequentialArguments.__post_init__ and co.)
         data_args, model_args, anchor_args, run_args, config, seq_args = parser.parse_args_into_dataclasses(args=argv)

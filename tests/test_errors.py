@@ -89,6 +89,43 @@ def test_sequential_script_reports_bad_input_the_same_way(tmp_path, capsys):
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.parametrize("script", ["run", "sequential", "pretrain"])
+def test_an_output_dir_under_a_file_is_one_line_before_any_work(script, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    arguments = {"run": [*TINY], "sequential": [*TINY, "--num_requests", "2", "--request_k", "2"],
+                 "pretrain": ["--epochs", "1"]}[script]
+    main = {"run": run_script.main, "sequential": sequential_script.main,
+            "pretrain": load_script("scripts/pretrain.py").main}[script]
+    assert run_cli(main, [*arguments, "--output_dir", str(blocker / "out")]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --output_dir {blocker / 'out'}: cannot create a folder there, {blocker} is a file; " \
+                  "choose another folder"
+    assert blocker.read_text() == "not a folder\n"
+
+
+def test_a_read_only_output_dir_is_one_line(tmp_path, capsys, monkeypatch):
+    from hf_structguard import errors
+
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o555)
+    if os.access(read_only, os.W_OK):  # root ignores the mode bits: stand in for a read-only file system
+        monkeypatch.setattr(errors.os, "access", lambda path, mode: Path(path) != read_only)
+    assert run_cli(run_script.main, [*TINY, "--output_dir", str(read_only / "out")]) == EXIT_USER_ERROR
+    assert capsys.readouterr().err.strip().endswith(f"{read_only} is not writable; choose a folder you can write to")
+
+
+def test_check_output_dir_accepts_new_and_existing_folders(tmp_path):
+    from hf_structguard.errors import check_output_dir
+
+    check_output_dir(tmp_path)
+    check_output_dir(tmp_path / "new" / "deeper")
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    with pytest.raises(UserInputError, match="--dir_option .*is a file"):
+        (tmp_path / "f").write_text("")
+        check_output_dir(tmp_path / "f", option="--dir_option")
+
+
 def test_library_calls_raise_the_typed_error():
     from hf_structguard.anchors import AnchorSet
 

@@ -24,7 +24,8 @@ from hf_structguard.lora import (
     save_model,
 )
 from hf_structguard.modeling import StructGuardForImageClassification
-from hf_structguard.pipeline import DataArguments, load_data
+from hf_structguard.arguments import DataArguments
+from hf_structguard.pipeline import load_data
 from hf_structguard.trainer import UnlearningConfig, UnlearningTrainer, run_unlearning
 
 from _scripts import load_script

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import torch
@@ -54,3 +55,33 @@ def test_pretrain_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err
         assert not (tmp_path / "never").exists()
+
+
+def _weights_sha256(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_single_thread_training_is_bit_identical_on_one_and_two_threads(tmp_path):
+    """The embedded default's Before model must not depend on the machine's thread count (without
+    ``single_thread`` the two hashes differ on a multi-threaded torch build)."""
+    from hf_structguard.data import load_image_data
+    from hf_structguard.pretrain import PretrainArguments, pretrain_classifier
+
+    data = load_image_data(None)
+    recipe = PretrainArguments(backbone="resnet10t", image_size=16, epochs=0.15, batch_size=64, learning_rate=0.05,
+                               hflip=False, crop_padding=2, progress_bar=False, single_thread=True)
+    previous = torch.get_num_threads()
+    hashes = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            model, _ = pretrain_classifier(data, recipe, tmp_path / str(threads))
+            hashes.append(_weights_sha256(model))
+            assert torch.get_num_threads() == threads  # restored after training
+    finally:
+        torch.set_num_threads(previous)
+    assert hashes[0] == hashes[1]

@@ -15,7 +15,8 @@ from hf_structguard.evaluation.accuracy import predict
 from hf_structguard.hub import DeletionReceipt
 from hf_structguard.lora import is_adapter_folder, load_adapter
 from hf_structguard.modeling import StructGuardForImageClassification
-from hf_structguard.pipeline import DataArguments, load_data
+from hf_structguard.arguments import DataArguments
+from hf_structguard.pipeline import load_data
 from hf_structguard.sequential import SequentialArguments, plan_requests
 from hf_structguard.trainer import UnlearningConfig, UnlearningTrainer, run_unlearning
 

@@ -53,7 +53,7 @@ def _batch_norm_train(x, bn):
 
 def test_every_loss_term_matches_a_hand_computation_reference_preset(tmp_path):
     forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
-    method, model, original = _method(tmp_path, anchors, probes, structguard_preset="reference")
+    method, model, original = _method(tmp_path, anchors, probes, preset="reference")
     probe_batch, forget_batch = _batches(forget_images, forget_labels, probes)
     model.train()
     terms = method.compute_loss(model, probe_batch, forget_batch, step=0)
@@ -127,7 +127,7 @@ def test_default_deployed_model_predicts_like_before_until_the_first_update(tmp_
         s_unl = method.space.model_structure(model, model.features(probes.images))
     assert torch.allclose(s_unl, method.s_ori, atol=1e-6)  # the structure starts aligned
     _, reference_model, _ = _method(
-        tmp_path, anchors, probes, model=copy.deepcopy(before), structguard_preset="reference"
+        tmp_path, anchors, probes, model=copy.deepcopy(before), preset="reference"
     )
     with torch.no_grad():  # the reference's fresh projector changes the deployed model before any update
         assert not torch.allclose(reference_model.eval()(images).logits, before(images).logits, atol=1e-3)
@@ -296,7 +296,7 @@ def test_structguard_unlearns_digits_to_zero_forget_accuracy(digits_problem, tmp
         projector_learning_rate=0.05,
         num_train_epochs=20,
         disable_tqdm=True,
-        structguard_preset=preset,
+        preset=preset,
     )
     first_stop = {"default": 0, "reference": 32 // 16}[preset]  # the reference never stops during the first pass
     assert info["stopped_at_zero"] and info["forget_accuracy"] == 0.0
@@ -324,14 +324,14 @@ def test_options_train_end_to_end(tmp_path, options):
 
 
 def test_presets_are_data_and_user_values_win(tmp_path):
-    reference = UnlearningConfig(output_dir=str(tmp_path), method="structguard", structguard_preset="reference")
+    reference = UnlearningConfig(output_dir=str(tmp_path), method="structguard", preset="reference")
     for name, value in StructGuard.presets["reference"].items():
         assert getattr(reference, name) == value
     default = UnlearningConfig(output_dir=str(tmp_path), method="structguard", batchnorm="joint")
     assert default.batchnorm == "joint" and default.projector_init == "residual"  # the user's value wins
     assert default.probe_step_size is None  # 2.5·ε/iterations
     with pytest.raises(ValueError, match="unknown preset"):
-        UnlearningConfig(output_dir=str(tmp_path), method="structguard", structguard_preset="paper")
+        UnlearningConfig(output_dir=str(tmp_path), method="structguard", preset="paper")
     baseline = default.for_method("l2ul")
     assert baseline.batchnorm == "joint" and baseline.stop_check_from_epoch == 0
 

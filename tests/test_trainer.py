@@ -138,6 +138,7 @@ def test_stopping_callback_stops_exactly_at_zero_and_never_in_the_first_pass(tmp
 class ConstantCE(UnlearningMethod):
     """A test-only method: CE on the probes through the deployed path; counts its hook calls."""
 
+    description = "Cross-entropy on the probes (a test method)."
     defaults: ClassVar[dict] = {"learning_rate": 0.01, "momentum": 0.5, "weight_decay": 0.001}
 
     def prepare(self, model):
@@ -159,6 +160,7 @@ class BreaksAtStep2(UnlearningMethod):
     """A test-only method: probe CE, and from step 2 on a NaN term (``break_kind="nan"``) or a finite loss
     whose gradient is not finite (``"gradient"``: d/dx sqrt(x) at 0)."""
 
+    description = "Probe cross-entropy that stops being finite at step 2 (a test method)."
     break_kind = "nan"
 
     def compute_loss(self, model, probe_batch, forget_batch, step):

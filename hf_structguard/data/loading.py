@@ -117,38 +117,8 @@ def load_image_data(
     row count) of ``train_split`` is held out with seed ``split_seed``, and ``train`` is the remainder
     (train row indices then refer to that remainder).
     """
-    if path_or_name is None:
-        if load_dataset_kwargs:
-            raise ValueError(
-                f"load_dataset arguments {sorted(load_dataset_kwargs)} were given without a dataset path or name; "
-                "the digits default takes only test_size and split_seed"
-            )
-        dataset_dict = load_digits_dataset(test_size=test_size, seed=split_seed)
-        source = f"sklearn.datasets.load_digits (test_size={test_size}, seed={split_seed})"
-    elif isinstance(path_or_name, DatasetDict):
-        dataset_dict = path_or_name
-        source = "in-memory DatasetDict"
-    else:
-        for key in ("split", "streaming"):
-            if key in load_dataset_kwargs:
-                raise ValueError(f"{key}= is not supported here: use train_split=/test_split= to choose the splits")
-        path = os.fspath(path_or_name)
-        dataset_dict = load_dataset(path, **load_dataset_kwargs)
-        extra = ", ".join(f"{key}={value!r}" for key, value in sorted(load_dataset_kwargs.items()))
-        source = f"{path} ({extra})" if extra else path
-
-    if not isinstance(dataset_dict, DatasetDict):
-        raise ValueError(f"expected a DatasetDict with named splits, got {type(dataset_dict).__name__}")
-    available = list(dataset_dict)
-    if train_split not in dataset_dict:
-        raise ValueError(f"train split {train_split!r} not found; available splits: {available}")
-    if test_split is not None and test_split not in dataset_dict:
-        raise ValueError(
-            f"test split {test_split!r} not found; available splits: {available}. Pass test_split=NAME, or "
-            "test_split=None to hold out test_size of the train split"
-        )
-    if test_split is not None and test_split == train_split:
-        raise ValueError(f"train_split and test_split are both {train_split!r}; use test_split=None to split it")
+    dataset_dict, source = _read_source(path_or_name, test_size, split_seed, load_dataset_kwargs)
+    _check_splits(dataset_dict, train_split, test_split)
     train = dataset_dict[train_split]
     image_column = _pick_column(train, image_column, IMAGE_COLUMN_CANDIDATES, Image, "image")
     label_column = _pick_column(train, label_column, LABEL_COLUMN_CANDIDATES, ClassLabel, "label")
@@ -183,6 +153,45 @@ def load_image_data(
         class_names=names,
         source=source,
     )
+
+
+def _read_source(
+    path_or_name: str | os.PathLike | DatasetDict | None, test_size: float | int, split_seed: int, load_dataset_kwargs: dict
+) -> tuple[DatasetDict, str]:
+    """The dataset :func:`load_image_data` names (digits default, in-memory, or ``load_dataset``) and a string
+    saying where it came from."""
+    if path_or_name is None:
+        if load_dataset_kwargs:
+            raise ValueError(
+                f"load_dataset arguments {sorted(load_dataset_kwargs)} were given without a dataset path or name; "
+                "the digits default takes only test_size and split_seed"
+            )
+        return (load_digits_dataset(test_size=test_size, seed=split_seed),
+                f"sklearn.datasets.load_digits (test_size={test_size}, seed={split_seed})")
+    if isinstance(path_or_name, DatasetDict):
+        return path_or_name, "in-memory DatasetDict"
+    for key in ("split", "streaming"):
+        if key in load_dataset_kwargs:
+            raise ValueError(f"{key}= is not supported here: use train_split=/test_split= to choose the splits")
+    path = os.fspath(path_or_name)
+    extra = ", ".join(f"{key}={value!r}" for key, value in sorted(load_dataset_kwargs.items()))
+    return load_dataset(path, **load_dataset_kwargs), f"{path} ({extra})" if extra else path
+
+
+def _check_splits(dataset_dict, train_split: str, test_split: str | None) -> None:
+    """ValueError unless ``dataset_dict`` is a ``DatasetDict`` holding the named, distinct splits."""
+    if not isinstance(dataset_dict, DatasetDict):
+        raise ValueError(f"expected a DatasetDict with named splits, got {type(dataset_dict).__name__}")
+    available = list(dataset_dict)
+    if train_split not in dataset_dict:
+        raise ValueError(f"train split {train_split!r} not found; available splits: {available}")
+    if test_split is not None and test_split not in dataset_dict:
+        raise ValueError(
+            f"test split {test_split!r} not found; available splits: {available}. Pass test_split=NAME, or "
+            "test_split=None to hold out test_size of the train split"
+        )
+    if test_split is not None and test_split == train_split:
+        raise ValueError(f"train_split and test_split are both {train_split!r}; use test_split=None to split it")
 
 
 def _label_array(dataset: Dataset, label_column: str) -> np.ndarray:

@@ -102,20 +102,7 @@ def evaluate_model(
     ``"sizes"`` (samples per set; ``retain`` = evaluated, ``retain_total`` = all), ``"seed"`` and
     ``"seconds"`` (wall-clock of this call).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not retrieval_ks or min(retrieval_ks) < 1:
-        raise ValueError(f"retrieval_ks must be positive integers, got {list(retrieval_ks)}")
-    holdout_index, nonmember_index = sets.mia_split()
-    if mia:
-        unknown = [name for name in mia_features if name not in MIA_FEATURES]
-        if unknown or not mia_features:
-            raise ValueError(f"mia_features must be a non-empty subset of {MIA_FEATURES}, got {list(mia_features)}")
-        if len(nonmember_index) < 2 or len(sets.retain_indices()) < 2:
-            raise ValueError(
-                "the membership attack needs >= 2 evaluated retain samples and >= 2 test samples it trains on, "
-                f"got {len(sets.retain_indices())} and {len(nonmember_index)}"
-            )
+    _check_evaluation_options(sets, batch_size, retrieval_ks, mia_features if mia else None)
     start = time.perf_counter()
     retain_index = torch.as_tensor(sets.retain_indices())
     retain_images, retain_labels = sets.retain[0][retain_index], sets.retain[1][retain_index]
@@ -149,21 +136,61 @@ def evaluate_model(
             reference_embeddings, retain_embeddings, bins=consistency_bins
         )
     if mia:
-        if sets.mia_holdout_test is not None:
-            holdout_images, holdout_labels = sets.mia_holdout_test
-            holdout_logits, _ = predict(model, holdout_images, batch_size)
-        else:
-            holdout_logits, holdout_labels = test_logits[holdout_index], test_labels[holdout_index]
-        if holdout_labels.shape[0] == 0:
-            holdout_logits = holdout_labels = None
-        nonmember = torch.as_tensor(nonmember_index)
-        result["mia"] = membership_inference_audit(
-            retain_logits, retain_labels, test_logits[nonmember], test_labels[nonmember],
-            forget_logits, forget_labels, holdout_logits, holdout_labels,
-            features=mia_features, seed=sets.seed,
+        result["mia"] = _audit_membership(
+            model, sets, (test_logits, test_labels), (retain_logits, retain_labels), (forget_logits, forget_labels),
+            batch_size, mia_features,
         )
         sizes["mia_holdout"] = result["mia"]["num_holdout"]
     result["sizes"] = sizes
     result["eval_seed"] = sets.seed  # seed of the retain/test subsamples and the MIA split
     result["seconds"] = time.perf_counter() - start
     return result
+
+
+def _check_evaluation_options(
+    sets: EvalSets, batch_size: int, retrieval_ks: Sequence[int], mia_features: Sequence[str] | None
+) -> None:
+    """ValueError for settings :func:`evaluate_model` cannot use (``mia_features`` None: no audit)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not retrieval_ks or min(retrieval_ks) < 1:
+        raise ValueError(f"retrieval_ks must be positive integers, got {list(retrieval_ks)}")
+    if mia_features is None:
+        return
+    unknown = [name for name in mia_features if name not in MIA_FEATURES]
+    if unknown or not mia_features:
+        raise ValueError(f"mia_features must be a non-empty subset of {MIA_FEATURES}, got {list(mia_features)}")
+    nonmember_index = sets.mia_split()[1]
+    if len(nonmember_index) < 2 or len(sets.retain_indices()) < 2:
+        raise ValueError(
+            "the membership attack needs >= 2 evaluated retain samples and >= 2 test samples it trains on, "
+            f"got {len(sets.retain_indices())} and {len(nonmember_index)}"
+        )
+
+
+def _audit_membership(
+    model: nn.Module,
+    sets: EvalSets,
+    test: tuple[torch.Tensor, torch.Tensor],
+    retain: tuple[torch.Tensor, torch.Tensor],
+    forget: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    features: Sequence[str],
+) -> dict:
+    """:func:`membership_inference_audit` from ``(logits, labels)`` of the test, evaluated retain and forget
+    samples: the retain samples are members, the test split of ``sets.mia_split()`` non-members, and its
+    holdout (or ``sets.mia_holdout_test``) the unseen samples the forget set is compared with."""
+    test_logits, test_labels = test
+    holdout_index, nonmember_index = sets.mia_split()
+    if sets.mia_holdout_test is not None:
+        holdout_images, holdout_labels = sets.mia_holdout_test
+        holdout_logits, _ = predict(model, holdout_images, batch_size)
+    else:
+        holdout_logits, holdout_labels = test_logits[holdout_index], test_labels[holdout_index]
+    if holdout_labels.shape[0] == 0:
+        holdout_logits = holdout_labels = None
+    nonmember = torch.as_tensor(nonmember_index)
+    return membership_inference_audit(
+        *retain, test_logits[nonmember], test_labels[nonmember], *forget, holdout_logits, holdout_labels,
+        features=features, seed=sets.seed,
+    )

@@ -133,17 +133,8 @@ def membership_inference_audit(
     nonmember_x = mia_features(nonmember_logits, nonmember_labels, features)
     forget_x = mia_features(forget_logits, forget_labels, features)
     holdout_x = None if holdout_logits is None else mia_features(holdout_logits, holdout_labels, features)
-    size = min(len(member_x), len(nonmember_x))
-    if size < 2:
-        raise ValueError(
-            f"the attack needs >= 2 members and >= 2 non-members, got {len(member_x)} and {len(nonmember_x)}"
-        )
-
-    rng = np.random.default_rng(seed)
-    member_x = member_x[np.sort(rng.choice(len(member_x), size, replace=False))]
-    nonmember_x = nonmember_x[np.sort(rng.choice(len(nonmember_x), size, replace=False))]
-    x = np.concatenate([member_x, nonmember_x])
-    y = np.concatenate([np.ones(size, dtype=int), np.zeros(size, dtype=int)])
+    x, y = _balanced_members(member_x, nonmember_x, seed)
+    size = len(y) // 2
 
     def make_attack():
         return make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced"))
@@ -166,12 +157,34 @@ def membership_inference_audit(
         "seed": seed,
     }
     if holdout_x is not None:
-        holdout_prob = attack.predict_proba(holdout_x)[:, 1]
-        joint_prob = np.concatenate([forget_prob, holdout_prob])
-        joint_y = np.concatenate([np.ones(len(forget_x), dtype=int), np.zeros(len(holdout_x), dtype=int)])
-        result["forget_auc"] = float(roc_auc_score(joint_y, joint_prob))
-        result["forget_auc_distance"] = abs(result["forget_auc"] - 0.5)
-        result["forget_auc_interval_95"] = list(bootstrap_auc_interval(forget_prob, holdout_prob, seed))
-        result["forget_auc_num_values"] = len(forget_x) * len(holdout_x) + 1
-        result["forget_accuracy"] = float(balanced_accuracy_score(joint_y, joint_prob >= 0.5))
+        result.update(_forget_vs_holdout(forget_prob, attack.predict_proba(holdout_x)[:, 1], seed))
     return result
+
+
+def _balanced_members(member_x: np.ndarray, nonmember_x: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)``: members (y = 1) and non-members (y = 0), the larger group subsampled (seeded, without
+    replacement, order kept) to the size of the smaller one."""
+    size = min(len(member_x), len(nonmember_x))
+    if size < 2:
+        raise ValueError(
+            f"the attack needs >= 2 members and >= 2 non-members, got {len(member_x)} and {len(nonmember_x)}"
+        )
+    rng = np.random.default_rng(seed)
+    member_x = member_x[np.sort(rng.choice(len(member_x), size, replace=False))]
+    nonmember_x = nonmember_x[np.sort(rng.choice(len(nonmember_x), size, replace=False))]
+    return np.concatenate([member_x, nonmember_x]), np.concatenate([np.ones(size, dtype=int), np.zeros(size, dtype=int)])
+
+
+def _forget_vs_holdout(forget_prob: np.ndarray, holdout_prob: np.ndarray, seed: int) -> dict:
+    """How well P(member) separates forget samples from unseen holdout samples (the ``forget_*`` numbers of
+    :func:`membership_inference_audit`)."""
+    joint_prob = np.concatenate([forget_prob, holdout_prob])
+    joint_y = np.concatenate([np.ones(len(forget_prob), dtype=int), np.zeros(len(holdout_prob), dtype=int)])
+    auc = float(roc_auc_score(joint_y, joint_prob))
+    return {
+        "forget_auc": auc,
+        "forget_auc_distance": abs(auc - 0.5),
+        "forget_auc_interval_95": list(bootstrap_auc_interval(forget_prob, holdout_prob, seed)),
+        "forget_auc_num_values": len(forget_prob) * len(holdout_prob) + 1,
+        "forget_accuracy": float(balanced_accuracy_score(joint_y, joint_prob >= 0.5)),
+    }

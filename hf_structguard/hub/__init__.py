@@ -1,6 +1,6 @@
 """Hub integration: model cards with a deletion receipt, and pushing an unlearned model of a run folder."""
 
-from .card import METHOD_DESCRIPTIONS, library_versions, render_model_card, write_model_card
+from .card import library_versions, render_model_card, write_model_card
 from .push import public_files, push_run, write_preprocessor_config
 from .receipt import (
     DeletionReceipt,
@@ -11,7 +11,6 @@ from .receipt import (
 )
 
 __all__ = [
-    "METHOD_DESCRIPTIONS",
     "DeletionReceipt",
     "fingerprint_ids",
     "library_versions",

@@ -20,6 +20,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..lora import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, UNLEARNED_CONFIG_FILE, is_adapter_folder
+from ..methods import METHOD_REGISTRY
 from .receipt import DeletionReceipt, receipt_for_run
 
 logger = logging.getLogger(__name__)
@@ -28,28 +29,6 @@ TEMPLATE = "model_card.md"
 CARD_FILE = "README.md"
 HUB_URL = "https://huggingface.co"
 LIBRARIES = ("hf-structguard", "torch", "transformers", "timm", "datasets", "accelerate", "huggingface_hub", "peft")
-
-METHOD_DESCRIPTIONS = {
-    "structguard": (
-        "StructGuard (Hong, Shin & Kim, *Stake the Points: Structure-Faithful Instance Unlearning*, CVPR 2026): "
-        "the forget samples are pushed to misclassification (negative cross-entropy) while targeted-PGD probes "
-        "around them stand in for the retain set (cross-entropy through a learnable projector). Semantic anchors "
-        "(text embeddings of class attribute descriptions) act as stakes: the probes' affinities to the anchors "
-        "are kept aligned with those of the original model (structure-aware alignment), and parameters that "
-        "matter for that structure are held close to their original values (structure-aware regularisation, "
-        "plus an elastic-net penalty on the classifier). The projector is part of the published model."
-    ),
-    "l2ul": "L2UL (Cha et al., AAAI 2024): negative cross-entropy on the forget set, cross-entropy on targeted "
-            "adversarial probes, and an importance-weighted (MAS) L2 pull towards the original weights.",
-    "adv": "Adv: negative cross-entropy on the forget set plus cross-entropy on targeted adversarial probes.",
-    "neggrad": "NegGrad: gradient ascent (negative cross-entropy) on the forget set only.",
-    "rawp": "RAWP: adversarial weight perturbations applied repeatedly with the forget data to induce "
-            "misclassification.",
-    "fisher": "Fisher forgetting (Golatkar et al., CVPR 2020): noise scaled by the inverse Fisher information, "
-              "estimated with the forget data only.",
-    "oracle": "Oracle: cross-entropy on retain batches minus cross-entropy on forget batches. It USES THE RETAIN "
-              "SET and is a reference, not retain-free unlearning.",
-}
 
 # (key path, label, split, metric type, scale of the stored value, higher is better)
 _ACCURACY_ROWS = [
@@ -158,6 +137,7 @@ def render_model_card(
     model_name = (repo_id.split("/")[-1] if repo_id else
                   f"{model_config.get('backbone', 'model')}-{dataset_type.split('/')[-1]}-{method}-k{receipt.k}")
 
+    description, retain_free = method_facts(method)
     rows = _metric_rows(after, before)
     eval_results = []
     for row in rows:
@@ -184,8 +164,8 @@ def render_model_card(
         template_str=template,
         model_title=model_name,
         method=method,
-        method_description=METHOD_DESCRIPTIONS.get(method.lower(), f"Unlearning method `{method}`."),
-        retain_free=method.lower() != "oracle",
+        method_description=description,
+        retain_free=retain_free,
         repo_id=repo_id,
         base_model_id=base_model,
         base_model_text=_describe_source(base_model or model_args.get("model_name_or_path")),
@@ -205,6 +185,15 @@ def render_model_card(
         versions=run_config.get("versions") or library_versions(),
         receipt=receipt,
     )
+
+
+def method_facts(method: str) -> tuple[str, bool]:
+    """``(description, retain_free)`` of a method, read from the registry (an unregistered name gets a generic
+    line and counts as retain-free)."""
+    method_cls = METHOD_REGISTRY.get(method.lower())
+    if method_cls is None:
+        return f"Unlearning method `{method}`.", True
+    return method_cls.description, not method_cls.needs_retain
 
 
 def read_saved_model(model_dir: str | os.PathLike) -> tuple[dict, dict | None]:

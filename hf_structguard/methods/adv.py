@@ -52,6 +52,7 @@ class Adv(UnlearningMethod):
     """``loss = deletion + retention`` from :func:`weighted_deletion_retention` (forwards per ``batchnorm``)."""
 
     defaults = BASELINE_DEFAULTS
+    description = "Adv: negative cross-entropy on the forget set plus cross-entropy on targeted adversarial probes."
 
     def compute_loss(self, model, probe_batch, forget_batch, step):
         forget_logits, probe_logits = self.paired_forward(

@@ -2,7 +2,10 @@
 
 A method turns one paired minibatch (probes + forget samples) into named loss terms. The trainer only
 talks to this interface and never names a method: adding a method is one module in ``methods/`` that
-subclasses :class:`UnlearningMethod` and decorates it with :func:`register_method`.
+subclasses :class:`UnlearningMethod` and decorates it with :func:`register_method`. The class also carries
+the method's facts that other parts read from the registry: its ``description`` (model cards, docs), whether
+it ``needs_retain`` data, its option checks (:meth:`UnlearningMethod.check_config`) and its ``presets``
+(benchmark rows: :func:`benchmark_rows`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ BASELINE_DEFAULTS: dict[str, Any] = {
 
 METHOD_REGISTRY: dict[str, type[UnlearningMethod]] = {}
 
+#: The preset a method with presets uses when none is chosen (``UnlearningConfig.preset``'s default).
+DEFAULT_PRESET = "default"
+
 
 def register_method(name: str):
     """Class decorator that registers an :class:`UnlearningMethod` subclass under ``name``."""
@@ -33,6 +39,10 @@ def register_method(name: str):
     def decorator(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
         if not (isinstance(cls, type) and issubclass(cls, UnlearningMethod)):
             raise TypeError(f"@register_method({name!r}) needs an UnlearningMethod subclass, got {cls!r}")
+        if not cls.description:
+            raise TypeError(f"@register_method({name!r}): {cls.__qualname__} needs a description (model cards, docs)")
+        if cls.presets and DEFAULT_PRESET not in cls.presets:
+            raise TypeError(f"@register_method({name!r}): presets {sorted(cls.presets)} lack {DEFAULT_PRESET!r}")
         if name in METHOD_REGISTRY and METHOD_REGISTRY[name] is not cls:
             raise ValueError(f"method name {name!r} is already registered by {METHOD_REGISTRY[name].__qualname__}")
         cls.name = name
@@ -51,6 +61,34 @@ def get_method(name: str) -> type[UnlearningMethod]:
         raise ValueError(f"unknown unlearning method {name!r}; choose one of: {known}") from None
 
 
+def check_option(ok: bool, message: str) -> None:
+    """ValueError with ``message`` unless ``ok`` (option checks of configs and methods)."""
+    if not ok:
+        raise ValueError(message)
+
+
+def check_choices(config: Any, allowed: dict[str, tuple[str, ...]]) -> None:
+    """ValueError naming the first field of ``config`` whose value is set but not among its allowed values."""
+    for name, choices in allowed.items():
+        value = getattr(config, name)
+        check_option(value is None or value in choices, f"{name} must be one of {choices}, got {value!r}")
+
+
+def benchmark_rows() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Benchmark rows offered by the registered methods: row name -> (method name, ``UnlearningConfig`` changes).
+
+    Every method gives the row ``name`` (its defaults and default preset); each further preset gives
+    ``name[preset]`` with the change ``{"preset": preset}``. In registration order.
+    """
+    rows: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, cls in METHOD_REGISTRY.items():
+        rows[name] = (name, {})
+        for preset in cls.presets:
+            if preset != DEFAULT_PRESET:
+                rows[f"{name}[{preset}]"] = (name, {"preset": preset})
+    return rows
+
+
 class UnlearningMethod:
     """Base class of a pluggable unlearning loss.
 
@@ -67,13 +105,17 @@ class UnlearningMethod:
 
     Class attributes:
         name: registry name (set by :func:`register_method`).
+        description: one paragraph on what the method does, for model cards and docs (required).
         defaults: :class:`UnlearningConfig` field values applied when the user left a field unset
             (``learning_rate``, ``momentum``, ``weight_decay``, ``probe_epsilon``, ...), from method.md.
-        presets: named sets of further defaults (``args.structguard_preset`` picks one); data, not code paths.
-        needs_anchors / needs_retain: the trainer raises a clear error when they are missing.
+        presets: named sets of further defaults (``args.preset`` picks one; ``"default"`` is required when
+            there are any); data, not code paths. Each further preset is a benchmark row ``name[preset]``.
+        needs_anchors / needs_retain: the trainer raises a clear error when they are missing; a method that
+            needs retain data is not retain-free (its model card says so).
     """
 
     name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     needs_anchors: ClassVar[bool] = False
@@ -82,6 +124,11 @@ class UnlearningMethod:
     probes: Any = None
     forget_images: torch.Tensor | None = None
     forget_labels: torch.Tensor | None = None
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Raise ValueError when ``config`` (an :class:`UnlearningConfig` with defaults filled) sets options this
+        method cannot run with; called by ``UnlearningConfig`` before any work. Default: no further checks."""
 
     def __init__(
         self,

@@ -67,8 +67,16 @@ class FisherForgetting(UnlearningMethod):
     """One-shot Fisher noise from the forget-set Fisher of the original model (module docstring)."""
 
     defaults = BASELINE_DEFAULTS
+    description = ("Fisher forgetting (Golatkar et al., CVPR 2020): noise scaled by the inverse Fisher information, "
+                   "estimated with the forget data only.")
     alpha: float = 5e-3
     max_inverse_fisher: float = 1e3
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        if config.peft:
+            raise ValueError("fisher adds full-rank noise to every weight in one shot, without training: a LoRA "
+                             "adapter cannot hold it; run fisher without --peft")
 
     def prepare(self, model):
         """Scrub ``model`` in place: ``θ ← θ + α·F^(−1/4)·N(0, 1)`` (seeded)."""

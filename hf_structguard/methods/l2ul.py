@@ -63,6 +63,8 @@ def mas_importance(model: nn.Module, images: torch.Tensor, batch_size: int = 128
 class L2UL(Adv):
     """Adv + ``λ·Σ (1 − Ω̂)(θ − θ₀)²/2`` with forget-set MAS importance Ω̂ of the original model."""
 
+    description = ("L2UL (Cha et al., AAAI 2024): negative cross-entropy on the forget set, cross-entropy on "
+                   "targeted adversarial probes, and an importance-weighted (MAS) L2 pull towards the original weights.")
     penalty_weight: float = 1.0  # λ
 
     def __init__(self, args, original_model, anchors=None, retain_dataset=None):

@@ -25,6 +25,7 @@ class NegGrad(UnlearningMethod):
     """Gradient ascent on the forget set: ``loss = deletion = −CE(forget)``."""
 
     defaults = BASELINE_DEFAULTS
+    description = "NegGrad: gradient ascent (negative cross-entropy) on the forget set only."
 
     def compute_loss(self, model, probe_batch, forget_batch, step):
         deletion = -forget_cross_entropy(model, forget_batch)

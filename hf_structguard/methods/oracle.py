@@ -30,6 +30,8 @@ class Oracle(UnlearningMethod):
     """``loss = retention + deletion = CE(retain batch) − CE(forget batch)``."""
 
     defaults = BASELINE_DEFAULTS
+    description = ("Oracle: cross-entropy on retain batches minus cross-entropy on forget batches. It USES THE RETAIN "
+                   "SET and is a reference, not retain-free unlearning.")
     needs_retain = True
 
     def __init__(self, args, original_model, anchors=None, retain_dataset=None):

@@ -55,6 +55,7 @@ def adversarial_weight_perturbation(
 class RAWP(NegGrad):
     """NegGrad's deletion loss evaluated at adversarially perturbed weights ``w + v`` (see module docstring)."""
 
+    description = "RAWP: adversarial weight perturbations applied repeatedly with the forget data to induce misclassification."
     gamma: float = 5e-3
 
     def compute_loss(self, model, probe_batch, forget_batch, step):

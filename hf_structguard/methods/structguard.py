@@ -16,7 +16,7 @@ paper; λ = 1/learning_rate with scaled importance; ``alignment_scaling="forget_
 minibatch's n_f/n_a); SA, SR and CR can be switched off (``use_alignment``,
 ``use_regularization``, ``use_classifier_reg``). Plain SGD with two parameter groups (model lr, projector lr).
 
-Two presets (:attr:`StructGuard.presets`, picked with ``structguard_preset``):
+Two presets (:attr:`StructGuard.presets`, picked with ``preset``):
 
 - ``reference`` — the authors' code path (method.md §6b): a freshly initialised projector that the model
   predicts through (so it starts near chance), deletion on ``h(g(x_f))`` bypassing it, two train-mode forwards
@@ -49,6 +49,9 @@ from torch import nn
 from ..lora import effective_parameters, is_peft_model, plain_copy
 from ..modeling import anchor_space_map
 from ..structure import (
+    ALIGNMENT_AXES,
+    ALIGNMENT_MEASURES,
+    IMPORTANCE_MODES,
     AnchorSpace,
     alignment_loss,
     elastic_net,
@@ -58,7 +61,7 @@ from ..structure import (
     structure_importance,
 )
 from .adv import weighted_deletion_retention
-from .base import UnlearningMethod, register_method
+from .base import UnlearningMethod, check_choices, check_option, register_method
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +101,28 @@ def visual_prototypes(
 #: The reference's importance budget on CIFAR (≈|D_r|), used when the retained-set size is not known.
 REFERENCE_IMPORTANCE_SAMPLES = 50_000
 
+# Allowed values of StructGuard's options (``UnlearningConfig`` fields).
+ANCHOR_TYPES = ("semantic", "visual")
+PROJECTOR_INITS = ("fresh", "residual", "none")
+DELETION_PATHS = ("backbone", "deployed")
+IMPORTANCE_SCHEDULES = ("once", "reference")
+IMPORTANCE_NORMALIZATIONS = ("none", "max", "tensor_max")
+ALIGNMENT_SCALINGS = ("constant", "forget_ratio")
+
 
 @register_method("structguard")
 class StructGuard(UnlearningMethod):
     """StructGuard losses (module docstring). Needs anchors unless ``anchor_type="visual"``."""
 
+    description = (
+        "StructGuard (Hong, Shin & Kim, *Stake the Points: Structure-Faithful Instance Unlearning*, CVPR 2026): "
+        "the forget samples are pushed to misclassification (negative cross-entropy) while targeted-PGD probes "
+        "around them stand in for the retain set (cross-entropy through a learnable projector). Semantic anchors "
+        "(text embeddings of class attribute descriptions) act as stakes: the probes' affinities to the anchors "
+        "are kept aligned with those of the original model (structure-aware alignment), and parameters that "
+        "matter for that structure are held close to their original values (structure-aware regularisation, "
+        "plus an elastic-net penalty on the classifier). The projector is part of the published model."
+    )
     defaults: ClassVar[dict] = {
         "learning_rate": 0.005,
         "projector_learning_rate": 0.009,
@@ -140,6 +160,32 @@ class StructGuard(UnlearningMethod):
             "alignment_weight": 30.0,
         },
     }
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """StructGuard's options: allowed names, positive scales and weights, a penalty step that cannot overshoot."""
+        check_choices(config, {
+            "anchor_type": ANCHOR_TYPES, "projector_init": PROJECTOR_INITS, "deletion_path": DELETION_PATHS,
+            "importance_schedule": IMPORTANCE_SCHEDULES, "importance_normalization": IMPORTANCE_NORMALIZATIONS,
+            "alignment_scaling": ALIGNMENT_SCALINGS, "alignment_measure": ALIGNMENT_MEASURES,
+            "alignment_axis": ALIGNMENT_AXES, "importance_mode": IMPORTANCE_MODES,
+        })
+        check_option(not (config.importance_mode == "per_sample" and config.alignment_axis == "column"),
+               "importance_mode='per_sample' needs alignment_axis='row' (a column over one probe has no spread)")
+        check_option(config.alignment_temperature > 0, f"alignment_temperature must be > 0, got {config.alignment_temperature}")
+        check_option(config.mmd_bandwidth is None or config.mmd_bandwidth > 0,
+               f"mmd_bandwidth must be > 0 (or None for the median heuristic), got {config.mmd_bandwidth}")
+        penalty_step = config.regularization_weight * config.learning_rate
+        check_option(config.importance_normalization == "none" or penalty_step <= 2,
+               f"regularization_weight·learning_rate = {penalty_step:g} > 2: with normalised importance the "
+               "penalty's SGD step overshoots and diverges; lower regularization_weight (1/learning_rate is the default)")
+        for name in ("alignment_weight", "regularization_weight", "classifier_reg_weight", "deletion_weight_growth"):
+            check_option(getattr(config, name) >= 0, f"{name} must be >= 0, got {getattr(config, name)}")
+        check_option(0 <= config.classifier_l1_ratio <= 1,
+               f"classifier_l1_ratio must be in [0, 1], got {config.classifier_l1_ratio}")
+        check_option(config.importance_num_samples is None or config.importance_num_samples >= 1,
+               f"importance_num_samples must be >= 1, got {config.importance_num_samples}")
+        check_option(config.importance_step >= 0, f"importance_step must be >= 0, got {config.importance_step}")
 
     def __init__(self, args, original_model, anchors=None, retain_dataset=None):
         super().__init__(args, original_model, anchors, retain_dataset)

@@ -9,23 +9,31 @@ batch 128, at most 100 passes over the probe set). ``report_to`` already default
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field, fields
 
 import torch
 from transformers import TrainingArguments
 
 from ..lora import PEFT_TYPES
-from ..methods import METHOD_REGISTRY, get_method
+from ..methods import DEFAULT_PRESET, METHOD_REGISTRY, get_method
+from ..methods.base import check_choices, check_option
+from ..methods.structguard import (
+    ALIGNMENT_SCALINGS,
+    ANCHOR_TYPES,
+    DELETION_PATHS,
+    IMPORTANCE_NORMALIZATIONS,
+    IMPORTANCE_SCHEDULES,
+    PROJECTOR_INITS,
+)
 from ..structure import ALIGNMENT_AXES, ALIGNMENT_MEASURES, IMPORTANCE_MODES
 
-ANCHOR_TYPES = ("semantic", "visual")
 BATCHNORM_MODES = ("joint", "separate", "frozen", "keep_stats")
-PROJECTOR_INITS = ("fresh", "residual", "none")
-DELETION_PATHS = ("backbone", "deployed")
-IMPORTANCE_SCHEDULES = ("once", "reference")
 DELETION_LOSSES = ("ascent", "nearest_wrong")
-IMPORTANCE_NORMALIZATIONS = ("none", "max", "tensor_max")
-ALIGNMENT_SCALINGS = ("constant", "forget_ratio")
+
+_PRESETS_HELP = "; ".join(
+    f"{name}: {', '.join(repr(preset) for preset in cls.presets)}" for name, cls in METHOD_REGISTRY.items() if cls.presets
+)
 
 #: Values for fields that are still ``None`` after the method's defaults (and preset) were applied.
 FALLBACK_DEFAULTS = {
@@ -157,15 +165,18 @@ class UnlearningConfig(TrainingArguments):
     )
 
     # --- StructGuard ---
-    structguard_preset: str = field(
-        default="default",
+    preset: str = field(
+        default=DEFAULT_PRESET,
         metadata={
-            "help": "structguard: a named set of defaults. 'default': residual identity projector, deletion "
-            "through the deployed path, frozen BatchNorm statistics; 'reference': the authors' code path "
-            "(fresh projector, deletion bypassing it, separate train-mode forwards, per-pass importance "
-            "schedule, PGD step 0.1). Fields you set yourself win over the preset.",
-            "choices": ["default", "reference"],
+            "help": "A named set of the method's defaults (ignored by methods without presets; "
+            f"{_PRESETS_HELP}). structguard 'default': residual identity projector, deletion through the deployed "
+            "path, frozen BatchNorm statistics; 'reference': the authors' code path (fresh projector, deletion "
+            "bypassing it, separate train-mode forwards, per-pass importance schedule, PGD step 0.1). Fields you set "
+            "yourself win over the preset."
         },
+    )
+    structguard_preset: str | None = field(
+        default=None, metadata={"help": "Deprecated: use --preset (the same values)."}
     )
     projector_init: str | None = field(
         default=None,
@@ -363,13 +374,14 @@ class UnlearningConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        if self.structguard_preset is not None:
+            warnings.warn("structguard_preset is deprecated and will be removed; use preset", FutureWarning, stacklevel=3)
+            self.preset, self.structguard_preset = self.structguard_preset, None
         method_cls = get_method(self.method)
         known = {f.name for f in fields(self)}
-        if method_cls.presets and self.structguard_preset not in method_cls.presets:
-            raise ValueError(
-                f"unknown preset {self.structguard_preset!r} for {self.method}; choose one of {sorted(method_cls.presets)}"
-            )
-        defaults = {**method_cls.defaults, **method_cls.presets.get(self.structguard_preset, {})}
+        if method_cls.presets and self.preset not in method_cls.presets:
+            raise ValueError(f"unknown preset {self.preset!r} for {self.method}; choose one of {sorted(method_cls.presets)}")
+        defaults = {**method_cls.defaults, **method_cls.presets.get(self.preset, {})}
         unset = [
             name for name in (*defaults, *FALLBACK_DEFAULTS, "projector_learning_rate") if getattr(self, name) is None
         ]
@@ -399,96 +411,55 @@ class UnlearningConfig(TrainingArguments):
         return dataclasses.replace(self, method=method, **unset, **changes)
 
     def _validate(self) -> None:
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(message)
+        """The generic checks (optimiser, probes, batching, stopping, LoRA), then the method's own
+        (:meth:`~hf_structguard.methods.UnlearningMethod.check_config`)."""
+        self._check_optimiser_and_probes()
+        self._check_batching_and_logging()
+        self._check_peft()
+        get_method(self.method).check_config(self)
 
-        check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
-        check(
+    def _check_optimiser_and_probes(self) -> None:
+        check_option(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        check_option(
             self.projector_learning_rate > 0, f"projector_learning_rate must be > 0, got {self.projector_learning_rate}"
         )
-        check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        check(self.probe_epsilon > 0, f"probe_epsilon must be > 0, got {self.probe_epsilon}")
-        check(self.probes_per_image >= 1, f"probes_per_image must be >= 1, got {self.probes_per_image}")
-        check(
+        check_option(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        check_option(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        check_option(self.probe_epsilon > 0, f"probe_epsilon must be > 0, got {self.probe_epsilon}")
+        check_option(self.probes_per_image >= 1, f"probes_per_image must be >= 1, got {self.probes_per_image}")
+        check_option(
             self.probe_step_size is None or self.probe_step_size > 0,
             f"probe_step_size must be > 0 (or None for 2.5·ε/iterations), got {self.probe_step_size}",
         )
-        check(self.batchnorm in BATCHNORM_MODES, f"batchnorm must be one of {BATCHNORM_MODES}, got {self.batchnorm!r}")
-        for name, allowed in (
-            ("projector_init", PROJECTOR_INITS),
-            ("deletion_path", DELETION_PATHS),
-            ("importance_schedule", IMPORTANCE_SCHEDULES),
-            ("deletion_loss", DELETION_LOSSES),
-            ("importance_normalization", IMPORTANCE_NORMALIZATIONS),
-            ("alignment_scaling", ALIGNMENT_SCALINGS),
-        ):
-            value = getattr(self, name)
-            check(value is None or value in allowed, f"{name} must be one of {allowed}, got {value!r}")
-        check(self.probe_num_steps >= 1, f"probe_num_steps must be >= 1, got {self.probe_num_steps}")
-        check(self.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
-        check(
+        check_option(self.probe_num_steps >= 1, f"probe_num_steps must be >= 1, got {self.probe_num_steps}")
+        check_choices(self, {"batchnorm": BATCHNORM_MODES, "deletion_loss": DELETION_LOSSES})
+
+    def _check_batching_and_logging(self) -> None:
+        check_option(self.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
+        check_option(
             self.forget_batch_size is None or self.forget_batch_size >= 1,
             f"forget_batch_size must be >= 1 (or None), got {self.forget_batch_size}",
         )
-        check(self.num_train_epochs > 0 or self.max_steps > 0, "num_train_epochs (the pass cap) must be > 0")
-        check(
+        check_option(self.num_train_epochs > 0 or self.max_steps > 0, "num_train_epochs (the pass cap) must be > 0")
+        check_option(
             self.gradient_accumulation_steps == 1,
             "gradient_accumulation_steps must be 1: each step pairs one probe and one forget minibatch",
         )
-        check(self.anchor_type in ANCHOR_TYPES, f"anchor_type must be one of {ANCHOR_TYPES}, got {self.anchor_type!r}")
-        check(
-            self.alignment_measure in ALIGNMENT_MEASURES,
-            f"alignment_measure must be one of {ALIGNMENT_MEASURES}, got {self.alignment_measure!r}",
+        check_option(
+            self.stop_check_from_epoch >= 0, f"stop_check_from_epoch must be >= 0, got {self.stop_check_from_epoch}"
         )
-        check(
-            self.alignment_axis in ALIGNMENT_AXES,
-            f"alignment_axis must be one of {ALIGNMENT_AXES}, got {self.alignment_axis!r}",
-        )
-        check(
-            self.importance_mode in IMPORTANCE_MODES,
-            f"importance_mode must be one of {IMPORTANCE_MODES}, got {self.importance_mode!r}",
-        )
-        check(
-            not (self.importance_mode == "per_sample" and self.alignment_axis == "column"),
-            "importance_mode='per_sample' needs alignment_axis='row' (a column over one probe has no spread)",
-        )
-        check(self.alignment_temperature > 0, f"alignment_temperature must be > 0, got {self.alignment_temperature}")
-        check(
-            self.mmd_bandwidth is None or self.mmd_bandwidth > 0,
-            f"mmd_bandwidth must be > 0 (or None for the median heuristic), got {self.mmd_bandwidth}",
-        )
-        check(
-            self.importance_normalization == "none" or self.regularization_weight * self.learning_rate <= 2,
-            f"regularization_weight·learning_rate = {self.regularization_weight * self.learning_rate:g} > 2: with "
-            "normalised importance the penalty's SGD step overshoots and diverges; lower regularization_weight "
-            "(1/learning_rate is the default)",
-        )
-        for name in ("alignment_weight", "regularization_weight", "classifier_reg_weight", "deletion_weight_growth"):
-            check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        check(
-            0 <= self.classifier_l1_ratio <= 1, f"classifier_l1_ratio must be in [0, 1], got {self.classifier_l1_ratio}"
-        )
-        check(
-            self.importance_num_samples is None or self.importance_num_samples >= 1,
-            f"importance_num_samples must be >= 1, got {self.importance_num_samples}",
-        )
-        check(self.importance_step >= 0, f"importance_step must be >= 0, got {self.importance_step}")
-        check(self.stop_check_from_epoch >= 0, f"stop_check_from_epoch must be >= 0, got {self.stop_check_from_epoch}")
-        check(self.drift_num_probes >= 0, f"drift_num_probes must be >= 0, got {self.drift_num_probes}")
-        check(self.log_print_steps >= 1, f"log_print_steps must be >= 1, got {self.log_print_steps}")
-        check(self.drift_every_steps >= 1, f"drift_every_steps must be >= 1, got {self.drift_every_steps}")
-        check(
+        check_option(self.drift_num_probes >= 0, f"drift_num_probes must be >= 0, got {self.drift_num_probes}")
+        check_option(self.log_print_steps >= 1, f"log_print_steps must be >= 1, got {self.log_print_steps}")
+        check_option(self.drift_every_steps >= 1, f"drift_every_steps must be >= 1, got {self.drift_every_steps}")
+
+    def _check_peft(self) -> None:
+        check_option(
             not (self.peft and self.batchnorm == "keep_stats"),
             "batchnorm='keep_stats' restores the Before statistics by parameter name, which a LoRA wrapper changes; "
             "use batchnorm='frozen' with --peft",
         )
-        check(self.peft in (None, *PEFT_TYPES), f"unknown peft type {self.peft!r}; supported: {', '.join(PEFT_TYPES)}")
-        check(self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}")
-        check(self.lora_alpha is None or self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
-        check(
-            not (self.peft and self.method == "fisher"),
-            "fisher adds full-rank noise to every weight in one shot, without training: a LoRA adapter cannot hold "
-            "it; run fisher without --peft",
+        check_option(
+            self.peft in (None, *PEFT_TYPES), f"unknown peft type {self.peft!r}; supported: {', '.join(PEFT_TYPES)}"
         )
+        check_option(self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}")
+        check_option(self.lora_alpha is None or self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
