@@ -38,7 +38,7 @@ from hf_structguard.probes import ProbeSet, probe_config_for, probes_for_config,
 from hf_structguard.trainer import UnlearningConfig
 
 from _common import locate, recorded, write_json_atomic
-from _rows import LEVELS, ROWS, run_before_cell, run_method_cell, select_rows
+from _rows import LEVELS, known_rows, run_before_cell, run_method_cell, select_rows
 
 logger = logging.getLogger("benchmark")
 
@@ -114,10 +114,15 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+#: Config fields renamed after cells were written: fingerprints keep the old name, so older cells stay valid.
+RENAMED_CONFIG_FIELDS = {"preset": "structguard_preset"}
+
+
 def config_settings(config: UnlearningConfig) -> dict:
+    settings = {k: v for k, v in config.to_dict().items() if k not in RENAMED_CONFIG_FIELDS.values()}
     return {
-        k: v
-        for k, v in config.to_dict().items()
+        RENAMED_CONFIG_FIELDS.get(k, k): v
+        for k, v in settings.items()
         if k not in VOLATILE_CONFIG_FIELDS and not (k in ADDED_CONFIG_FIELDS and v == ADDED_CONFIG_FIELDS[k])
     }
 
@@ -210,7 +215,7 @@ class Grid:
         run_cell(self.output_dir, tag, "before", {**shared, "row": "before"}, self.environment,
                  lambda: run_before_cell(before, sets, self.profile["mia"]))
         for row in self.rows:
-            method, overrides = ROWS[row]
+            method, overrides = known_rows()[row]
             config = self.base.for_method(method, seed=seed, **overrides)
             settings = {**shared, "row": row, "levels": list(LEVELS), "anchors": self.anchor_settings,
                         "config": config_settings(config)}

@@ -12,7 +12,7 @@ import torch
 
 from hf_structguard.errors import UnlearningDiverged
 from hf_structguard.evaluation import EvalSets, evaluate_model
-from hf_structguard.methods import get_method
+from hf_structguard.methods import benchmark_rows, get_method
 from hf_structguard.structure import ALIGNMENT_MEASURES
 from hf_structguard.trainer import AccuracyAtForgetLevels, UnlearningConfig, run_unlearning
 
@@ -21,19 +21,8 @@ logger = logging.getLogger("benchmark")
 #: Forget accuracies (%) at which A_test and A_r are recorded (besides step 0).
 LEVELS = (75.0, 50.0, 25.0, 0.0)
 
-# The one place that says which rows exist. Once hf_structguard.methods exposes its benchmark rows (each
-# method's presets), ROWS, DEFAULT_ROWS and ABLATIONS are built from that registry here; the row names stay.
-#: Benchmark rows: name -> (registry method, UnlearningConfig overrides). The order of ``DEFAULT_ROWS`` is the
-#: run order within a (model, k, seed) cell, cheapest first; the lead adds variants here.
-ROWS: dict[str, tuple[str, dict]] = {
-    "fisher": ("fisher", {}),
-    "neggrad": ("neggrad", {}),
-    "adv": ("adv", {}),
-    "l2ul": ("l2ul", {}),
-    "rawp": ("rawp", {}),
-    "oracle": ("oracle", {}),
-    "structguard": ("structguard", {}),
-    "structguard[reference]": ("structguard", {"structguard_preset": "reference"}),
+#: Rows only the benchmark runs: name -> (registry method, UnlearningConfig overrides).
+VARIANT_ROWS: dict[str, tuple[str, dict]] = {
     "l2ul[frozen-bn]": ("l2ul", {"batchnorm": "frozen"}),
     # what the default's changes are worth on their own: the paper's deletion in the default, the default's
     # deletion in L2UL
@@ -50,6 +39,7 @@ ROWS: dict[str, tuple[str, dict]] = {
     **{f"structguard[{m}]": ("structguard", {"alignment_measure": m}) for m in ALIGNMENT_MEASURES if m != "cosine"},
     "structguard[visual]": ("structguard", {"anchor_type": "visual"}),
 }
+#: The order of ``DEFAULT_ROWS`` is the run order within a (model, k, seed) cell, cheapest first.
 DEFAULT_ROWS = ["fisher", "neggrad", "adv", "l2ul", "rawp", "oracle", "structguard", "structguard[reference]"]
 #: ``--ablations`` groups: shorthands for rows.
 ABLATIONS = {
@@ -59,14 +49,21 @@ ABLATIONS = {
 }
 
 
+def known_rows() -> dict[str, tuple[str, dict]]:
+    """Every row: each registered method and preset (``hf_structguard.methods.benchmark_rows``), then the
+    benchmark's own variants."""
+    return {**benchmark_rows(), **VARIANT_ROWS}
+
+
 def select_rows(rows: list[str], ablations: list[str] = ()) -> list[str]:
     """Row names in run order; unknown rows, groups or config fields fail before any work."""
     names = list(dict.fromkeys(list(rows) + [name for group in ablations for name in _group(group)]))
     known_fields = {f.name for f in dataclasses.fields(UnlearningConfig)}
+    rows = known_rows()
     for name in names:
-        if name not in ROWS:
-            raise ValueError(f"unknown row {name!r}; choose from {sorted(ROWS)}")
-        method, overrides = ROWS[name]
+        if name not in rows:
+            raise ValueError(f"unknown row {name!r}; choose from {sorted(rows)}")
+        method, overrides = rows[name]
         get_method(method)
         missing = sorted(set(overrides) - known_fields)
         if missing:
@@ -81,8 +78,8 @@ def _group(group: str) -> list[str]:
 
 
 def row_order(names) -> list[str]:
-    """``names`` without repeats, Before first, then as in :data:`DEFAULT_ROWS` and :data:`ROWS`, unknown last."""
-    rank = {name: i for i, name in enumerate(["before", *DEFAULT_ROWS, *ROWS])}
+    """``names`` without repeats, Before first, then as in :data:`DEFAULT_ROWS` and :func:`known_rows`, unknown last."""
+    rank = {name: i for i, name in enumerate(dict.fromkeys(["before", *DEFAULT_ROWS, *known_rows()]))}
     return sorted(set(names), key=lambda name: (rank.get(name, len(rank)), name))
 
 
@@ -97,7 +94,7 @@ def run_before_cell(before, sets: EvalSets, mia: bool) -> dict:
 def run_method_cell(row: str, before, config: UnlearningConfig, sets: EvalSets, probes, probe_info: dict,
                     anchors, mia: bool) -> dict:
     """One unlearning run from a copy of ``before`` with accuracies at the forget levels and the final evaluation."""
-    method, _ = ROWS[row]
+    method, _ = known_rows()[row]
     retain_index = torch.as_tensor(sets.retain_indices())
     levels = AccuracyAtForgetLevels(
         sets.forget, {"A_test": sets.test, "A_r": (sets.retain[0][retain_index], sets.retain[1][retain_index])},

@@ -35,7 +35,7 @@ from pathlib import Path
 from _cells import run_grid
 from _common import described_parser
 from _report import write_report
-from _rows import ABLATIONS, DEFAULT_ROWS, ROWS
+from _rows import ABLATIONS, DEFAULT_ROWS, known_rows
 
 #: Settings per profile. ``cuda`` is the paper's protocol (method.md); ``cpu`` holds the reductions that make
 #: the grid reachable on CPU cores. Every value applies to every method alike and can be overridden.
@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="Default: the profile's.")
     parser.add_argument("--rows", "--methods", nargs="+", default=list(DEFAULT_ROWS),
-                        help=f"Rows to run (Before is always evaluated); known: {', '.join(ROWS)}.")
+                        help=f"Rows to run (Before is always evaluated); known: {', '.join(known_rows())}.")
     parser.add_argument("--ablations", nargs="*", default=[], choices=sorted(ABLATIONS))
     parser.add_argument("--ks", nargs="+", type=int, default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=None)

@@ -43,7 +43,7 @@ CHECKPOINTS = {"memorised": "resnet18-cifar10-jpeg-memorised", "generalising": "
 #: The resolved config fields recorded with every run, so that a "default" row says which default it was.
 RECORDED_FIELDS = (
     "learning_rate", "batchnorm", "deletion_loss", "importance_normalization", "regularization_weight",
-    "deletion_weight_growth", "alignment_weight", "alignment_scaling", "structguard_preset",
+    "deletion_weight_growth", "alignment_weight", "alignment_scaling", "preset",
 )
 
 

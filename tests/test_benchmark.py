@@ -47,13 +47,13 @@ def test_rows_grid_and_models(bench, rows, cells):
         rows.select_rows(["no-such-row"])
     with pytest.raises(ValueError, match="unknown ablation"):
         rows.select_rows(["neggrad"], ["nope"])
-    rows.ROWS["test[bad-field]"] = ("l2ul", {"no_such_field": 1})
+    rows.VARIANT_ROWS["test[bad-field]"] = ("l2ul", {"no_such_field": 1})
     try:
         with pytest.raises(ValueError, match="no_such_field"):
             rows.select_rows(["test[bad-field]"])
     finally:
-        del rows.ROWS["test[bad-field]"]
-    assert set(rows.DEFAULT_ROWS) <= set(rows.ROWS)
+        del rows.VARIANT_ROWS["test[bad-field]"]
+    assert set(rows.DEFAULT_ROWS) <= set(rows.known_rows())
     assert rows.row_order(["structguard[-SA]", "l2ul", "before", "zzz", "fisher"]) == [
         "before", "fisher", "l2ul", "structguard[-SA]", "zzz"]
     # the two smallest k for every seed first, then the rest, seed-major
@@ -129,6 +129,21 @@ def test_added_config_field_at_its_legacy_value_keeps_old_fingerprints(cells):
     assert all(name not in settings for name in cells.ADDED_CONFIG_FIELDS)  # as in cells written before them
     changed = cells.config_settings(config.for_method("structguard", importance_normalization="max"))
     assert changed["importance_normalization"] == "max"
+
+
+def test_renamed_config_field_keeps_its_old_name_in_fingerprints(cells):
+    from hf_structguard.trainer import UnlearningConfig
+
+    settings = cells.config_settings(UnlearningConfig(output_dir="/tmp/unused", method="structguard", preset="reference"))
+    assert settings["structguard_preset"] == "reference" and "preset" not in settings  # as cells written before
+
+
+def test_every_registered_method_and_preset_is_a_row(rows):
+    from hf_structguard.methods import METHOD_REGISTRY
+
+    known = rows.known_rows()
+    assert set(METHOD_REGISTRY) <= set(known) and known["structguard[reference]"] == ("structguard", {"preset": "reference"})
+    assert rows.select_rows(["structguard[reference]", "l2ul[frozen-bn]"]) == ["structguard[reference]", "l2ul[frozen-bn]"]
 
 
 def test_probe_step_of_older_cells_is_resolved_from_their_config(report):

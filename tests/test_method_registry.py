@@ -3,6 +3,7 @@ in the test) that validates its options, describes itself on model cards and off
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import pytest
@@ -12,6 +13,8 @@ from hf_structguard.data import ForgetSet
 from hf_structguard.hub import make_receipt, render_model_card
 from hf_structguard.methods import METHOD_REGISTRY, UnlearningMethod, benchmark_rows, get_method, register_method
 from hf_structguard.trainer import UnlearningConfig
+
+from _scripts import load_script
 
 TOY_DESCRIPTION = "Toy: cross-entropy towards the probes' targets, for the registry test only."
 
@@ -70,6 +73,9 @@ def test_a_toy_method_is_offered_as_benchmark_rows(toy_method):
     assert rows["structguard[reference]"] == ("structguard", {"preset": "reference"})
     for method, changes in rows.values():  # every row is a valid config
         UnlearningConfig(output_dir="unused", method=method, **changes)
+    load_script("benchmarks/run_benchmark.py")  # puts benchmarks/ on the path, as `python` does
+    benchmark = importlib.import_module("_rows")  # the benchmark reads its rows from the registry
+    assert benchmark.select_rows(["toy", "toy[fast]"]) == ["toy", "toy[fast]"]
 
 
 def test_registering_needs_a_description_and_a_default_preset():
