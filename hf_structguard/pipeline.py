@@ -300,6 +300,15 @@ def settle_config(config: UnlearningConfig, num_retained: int) -> UnlearningConf
     return dataclasses.replace(config, importance_num_samples=num_retained)
 
 
+def resolve_forget_accuracy_target(config: UnlearningConfig, before_test_accuracy: float) -> UnlearningConfig:
+    """``config`` with ``forget_accuracy_target='retrained'`` replaced by its estimate, the Before model's test
+    accuracy (%): to a model retrained without them the forget images are unseen images, as the test images are to
+    the Before model (same recipe, nearly the same data), so no retain data and no retraining is needed."""
+    if config.forget_accuracy_target != "retrained":
+        return config
+    return dataclasses.replace(config, forget_accuracy_target=f"{before_test_accuracy:.6g}")
+
+
 def run_pipeline(
     data_args: DataArguments,
     model_args: ModelArguments,
@@ -364,6 +373,8 @@ def run_pipeline(
         probes = probes_for_config(before, forget_images, forget_labels, data.num_classes, method_args, probe_cache)
         probe_seconds = time.perf_counter() - started
         retain = sets.retain if get_method(name).needs_retain else None
+        method_args = resolve_forget_accuracy_target(method_args, results["before"]["A_test"])
+        method_configs[name] = method_args
         model, info = run_unlearning(
             copy.deepcopy(before), unlearning_config(method_args, folders[name], checkpoints[name]),
             forget_images, forget_labels, probes, anchors=anchors, retain_dataset=retain,
