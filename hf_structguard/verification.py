@@ -156,23 +156,21 @@ def retrained_reference(
 def relearn_time(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, target: float, steps: int,
                  learning_rate: float) -> dict:
     """Fine-tune a copy of ``model`` on ``(images, labels)`` (full batch, SGD momentum 0.9, BatchNorm statistics
-    frozen) until its accuracy on them reaches ``target`` %; ``{"steps": steps taken or None if the budget ran
-    out, "accuracy": accuracy after the last step}``."""
+    frozen) until its accuracy on them reaches ``target`` %; ``{"steps": steps taken (0: already there) or None if
+    the budget ran out, "accuracy": accuracy at the end}``."""
     model = copy.deepcopy(model).eval()
     parameters = [parameter.requires_grad_(True) for parameter in model.parameters()]
     optimizer = torch.optim.SGD(parameters, lr=learning_rate, momentum=0.9)
     device = parameters[0].device
     images, labels = images.to(device), labels.to(device)
-    reached = None
-    for step in range(1, steps + 1):
+    score, step = accuracy(predict(model, images)[0], labels), 0
+    while score < target and step < steps:
+        step += 1
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(images).logits, labels).backward()
         optimizer.step()
         score = accuracy(predict(model, images)[0], labels)
-        if score >= target:
-            reached = step
-            break
-    return {"steps": reached, "accuracy": score}
+    return {"steps": step if score >= target else None, "accuracy": score}
 
 
 def measure(model: nn.Module, sets: EvalSets, before_forget_accuracy: float, verify_args: VerifyArguments) -> dict:
@@ -235,22 +233,23 @@ def relearn_summary(cells: list[dict]) -> dict:
     }
 
 
-def format_table(verification: dict) -> str:
-    """A Markdown table of a ``verification.json``: one row per method and the retrained references."""
+def format_table(entries: list[tuple[str, dict]], retrained: dict) -> str:
+    """A Markdown table: one row per (label, method entry of ``verification.json``) and the retrained references."""
     rows = [
         "| method | stop at | forgetting quality | retain ratio | test ratio | final score | A_f | A_r | A_test "
         "| relearn steps (relearned) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, entry in verification["methods"].items():
+    for label, entry in entries:
+        target = entry["forget_accuracy_target"]
+        stop = target if target == "zero" else f"{target} ({entry['stop_level']:.1f})"
         rows.append(
-            f"| {name} | {entry['forget_accuracy_target']} | {entry['forgetting_quality']:.3f} | "
-            f"{entry['retain_ratio']:.3f} | {entry['test_ratio']:.3f} | {entry['final_score']:.3f} | {entry['A_f']:.1f} | "
-            f"{entry['A_r']:.1f} | {entry['A_test']:.1f} | {_steps(entry)} |"
+            f"| {label} | {stop} | {entry['forgetting_quality']:.3f} | {entry['retain_ratio']:.3f} | "
+            f"{entry['test_ratio']:.3f} | {entry['final_score']:.3f} | {entry['A_f']:.1f} | {entry['A_r']:.1f} | "
+            f"{entry['A_test']:.1f} | {_steps(entry)} |"
         )
-    ref = verification["retrained"]
-    rows.append(f"| retrained (N = {ref['num_models']}) | — | 1 (by definition) | 1 | 1 | 1 | {ref['A_f']:.1f} | "
-                f"{ref['A_r']:.1f} | {ref['A_test']:.1f} | {_steps(ref)} |")
+    rows.append(f"| retrained (N = {retrained['num_models']}) | — | 1 (by definition) | 1 | 1 | 1 | "
+                f"{retrained['A_f']:.1f} | {retrained['A_r']:.1f} | {retrained['A_test']:.1f} | {_steps(retrained)} |")
     return "\n".join(rows)
 
 
@@ -265,13 +264,17 @@ def run_verification(
     anchor_args: AnchorArguments,
     config: UnlearningConfig,
     verify_args: VerifyArguments,
+    rows: dict[str, UnlearningConfig] | None = None,
 ) -> dict:
     """Verify every method of ``verify_args.methods`` against N retrained references; writes
-    ``<output_dir>/verification.json`` and ``verification.md`` and returns the JSON's content."""
-    methods = verify_args.methods or [config.method]
+    ``<output_dir>/verification.json`` and ``verification.md`` and returns the JSON's content.
+
+    ``rows``: instead, a label -> config of each row (e.g. one method with two presets); ``config`` then gives
+    the output folder only."""
     output_dir = Path(config.output_dir)
     with option_errors():
-        method_configs = {name: config.for_method(name) for name in methods}
+        method_configs = rows or {name: config.for_method(name) for name in verify_args.methods or [config.method]}
+    methods = list(method_configs)
     if model_args.model_name_or_path:  # a given Before model: its recipe is checked before any work
         recipe_file(model_args.model_name_or_path, verify_args.retrain_recipe)
     data = load_data(data_args)
@@ -304,13 +307,13 @@ def run_verification(
         method_config = resolve_forget_accuracy_target(method_config, before_metrics["A_test"])
         cells = []
         for seed in range(verify_args.num_models):
-            logger.info("%s (stop at %s) run %d/%d", name, target, seed + 1, verify_args.num_models)
+            logger.info("%s (stop at %s): run %d/%d", name, target, seed + 1, verify_args.num_models)
             seeded = unlearning_config(
                 dataclasses.replace(method_config, seed=seed), output_dir / "checkpoints" / name, None
             )
-            key = config_key(shared, name, _stable_fields(seeded))
+            key = config_key(shared, _stable_fields(seeded))
             cells.append(cell(f"{name}@{target}", seed, key, lambda: _unlearn_and_measure(
-                name, seeded, before, sets, data.num_classes, anchors, probe_cache, before_metrics["A_f"], verify_args)))
+                seeded, before, sets, data.num_classes, anchors, probe_cache, before_metrics["A_f"], verify_args)))
         results[name] = {"forget_accuracy_target": target, "stop_level": float(method_config.forget_accuracy_target)
                          if target != "zero" else 0.0, **summarize(cells, retrained),
                          "steps": float(np.mean([c["steps"] for c in cells]))}
@@ -326,8 +329,9 @@ def run_verification(
     if PartialState().is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "verification.json").write_text(json.dumps(verification, indent=1))
-        (output_dir / "verification.md").write_text(format_table(verification) + "\n")
-        print(format_table(verification))
+        table = format_table(list(results.items()), verification["retrained"])
+        (output_dir / "verification.md").write_text(table + "\n")
+        print(table)
         print(f"Verification: {output_dir / 'verification.json'}")
     return verification
 
@@ -337,11 +341,11 @@ def _stable_fields(config: UnlearningConfig) -> dict:
     return {key: value for key, value in config.to_dict().items() if key not in ("output_dir", "logging_dir")}
 
 
-def _unlearn_and_measure(name, config, before, sets, num_classes, anchors, probe_cache, before_forget_accuracy,
+def _unlearn_and_measure(config, before, sets, num_classes, anchors, probe_cache, before_forget_accuracy,
                          verify_args) -> dict:
     images, labels = sets.forget
     probes = probes_for_config(before, images, labels, num_classes, config, probe_cache)
-    retain = sets.retain if get_method(name).needs_retain else None
+    retain = sets.retain if get_method(config.method).needs_retain else None
     model, info = run_unlearning(copy.deepcopy(before), config, images, labels, probes, anchors=anchors,
                                  retain_dataset=retain)
     return {**measure(model, sets, before_forget_accuracy, verify_args), "steps": info["steps"],

@@ -67,7 +67,7 @@ def test_recipe_comes_with_the_before_model_or_must_be_given(tmp_path):
 def test_relearn_time_counts_steps_until_the_target_or_reports_none():
     images, labels, _, _ = tiny_problem(k=4)
     model = tiny_model()
-    assert verification.relearn_time(model, images, labels, target=0.0, steps=3, learning_rate=0.01)["steps"] == 1
+    assert verification.relearn_time(model, images, labels, target=0.0, steps=3, learning_rate=0.01)["steps"] == 0
     never = verification.relearn_time(model, images, labels, target=101.0, steps=3, learning_rate=0.01)
     assert never["steps"] is None and 0.0 <= never["accuracy"] <= 100.0
     reached = verification.relearn_time(model, images, labels, target=100.0, steps=200, learning_rate=0.1)
