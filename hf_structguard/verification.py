@@ -49,6 +49,7 @@ from .pipeline import (
 from .pretrain import PretrainArguments, pretrain_classifier
 from .probes import probes_for_config
 from .trainer import UnlearningConfig, run_unlearning
+from .trainer.callbacks import forget_accuracy_level
 
 logger = logging.getLogger(__name__)
 
@@ -291,11 +292,14 @@ def run_verification(
               verify_args.relearn_steps, verify_args.relearn_learning_rate)
 
     def cell(kind: str, seed: int, key: str, compute) -> dict:
-        return cached_cell(output_dir / "cells" / kind / f"seed-{seed}.json", key, compute)
+        def logged():
+            logger.info("%s: model %d/%d", kind, seed + 1, verify_args.num_models)
+            return compute()
+
+        return cached_cell(output_dir / "cells" / kind / f"seed-{seed}.json", key, logged)
 
     retrained = []
     for seed in range(verify_args.num_models):
-        logger.info("Retrained reference %d/%d", seed + 1, verify_args.num_models)
         retrained.append(cell("retrained", seed, config_key(shared, dataclasses.asdict(recipe), seed), lambda: measure(
             retrained_reference(data, forget, recipe, seed, cache_dir), sets, before_metrics["A_f"], verify_args)))
 
@@ -307,16 +311,19 @@ def run_verification(
         method_config = resolve_forget_accuracy_target(method_config, before_metrics["A_test"])
         cells = []
         for seed in range(verify_args.num_models):
-            logger.info("%s (stop at %s): run %d/%d", name, target, seed + 1, verify_args.num_models)
             seeded = unlearning_config(
                 dataclasses.replace(method_config, seed=seed), output_dir / "checkpoints" / name, None
             )
             key = config_key(shared, _stable_fields(seeded))
             cells.append(cell(f"{name}@{target}", seed, key, lambda: _unlearn_and_measure(
                 seeded, before, sets, data.num_classes, anchors, probe_cache, before_metrics["A_f"], verify_args)))
-        results[name] = {"forget_accuracy_target": target, "stop_level": float(method_config.forget_accuracy_target)
-                         if target != "zero" else 0.0, **summarize(cells, retrained),
-                         "steps": float(np.mean([c["steps"] for c in cells]))}
+        results[name] = {
+            "forget_accuracy_target": target,
+            "stop_level": forget_accuracy_level(method_config.forget_accuracy_target),
+            **summarize(cells, retrained),
+            "steps": float(np.mean([c["steps"] for c in cells])),
+            "reached_target": f"{sum(c['stopped'] for c in cells)}/{len(cells)}",
+        }
     verification = {
         "forget_set": {"k": forget.k, "mode": forget.mode},
         "before": {key: before_metrics[key] for key in ("A_test", "A_r", "A_f")} | {"source": before_source},
