@@ -326,7 +326,8 @@ def run_verification(
         }
     verification = {
         "forget_set": {"k": forget.k, "mode": forget.mode},
-        "before": {key: before_metrics[key] for key in ("A_test", "A_r", "A_f")} | {"source": before_source},
+        "before": {key: before_metrics[key] for key in ("A_test", "A_r", "A_f")}
+        | {"source": model_args.model_name_or_path or f"embedded default ({Path(before_source).name})"},
         "retrained": {**{key: float(np.mean([c[key] for c in retrained])) for key in ("A_f", "A_r", "A_test")},
                       **relearn_summary(retrained), "num_models": len(retrained)},
         "methods": results,
