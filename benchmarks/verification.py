@@ -64,11 +64,13 @@ def main(argv: list[str] | None = None) -> dict:
                                             disable_tqdm=True, **fields)
                     for label, (method, fields) in ((label, ROWS[label]) for label in args.rows)}
             result = run_verification(
-                DataArguments(dataset=args.dataset, forget_k=k), ModelArguments(model_name_or_path=args.model_name_or_path),
+                DataArguments(dataset=args.dataset, forget_k=k),
+                ModelArguments(model_name_or_path=args.model_name_or_path),
                 AnchorArguments(), UnlearningConfig(output_dir=str(folder)), verify_args, rows=rows,
             )
             content.setdefault(f"k{k}", {})[target] = result
-        entries = [(label, content[f"k{k}"][target]["methods"][label]) for label in args.rows for target in args.targets]
+        entries = [(label, content[f"k{k}"][target]["methods"][label])
+                   for label in args.rows for target in args.targets]
         retrained = content[f"k{k}"][args.targets[0]]["retrained"]
         tables.append(f"### k = {k}, N = {args.num_models}\n\n{format_table(entries, retrained)}\n")
     write_result(output / "verification", content, "\n".join(tables))

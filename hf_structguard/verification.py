@@ -89,7 +89,9 @@ class VerifyArguments:
 
     def __post_init__(self) -> None:
         if self.num_models < 2:
-            raise ValueError(f"num_models must be >= 2 (the attacks compare two groups of models), got {self.num_models}")
+            raise ValueError(
+                f"num_models must be >= 2 (the attacks compare two groups of models), got {self.num_models}"
+            )
         if self.relearn_steps < 1 or self.relearn_learning_rate <= 0:
             raise ValueError(f"relearn_steps must be >= 1 and relearn_learning_rate > 0, got {self.relearn_steps} "
                              f"and {self.relearn_learning_rate}")
@@ -104,7 +106,9 @@ def read_recipe(path: str | os.PathLike) -> PretrainArguments:
     recipe = content.get("recipe", content) if isinstance(content, dict) else None
     known = {f.name for f in dataclasses.fields(PretrainArguments)}
     if not isinstance(recipe, dict) or not set(recipe) <= known:
-        raise UserInputError(f"retrain recipe {path}: expected an object of training options ({', '.join(sorted(known))})")
+        raise UserInputError(
+            f"retrain recipe {path}: expected an object of training options ({', '.join(sorted(known))})"
+        )
     return PretrainArguments(**recipe)
 
 
@@ -208,7 +212,9 @@ def config_key(*parts) -> str:
 
 def summarize(unlearned: list[dict], retrained: list[dict]) -> dict:
     """Forgetting quality, accuracy ratios, final score, mean accuracies and relearn times of one method."""
-    quality = forgetting_quality(np.array([c["statistic"] for c in unlearned]), np.array([c["statistic"] for c in retrained]))
+    quality = forgetting_quality(
+        np.array([cell["statistic"] for cell in unlearned]), np.array([cell["statistic"] for cell in retrained])
+    )
 
     def mean(cells: list[dict], key: str) -> float:
         return float(np.mean([cell[key] for cell in cells]))

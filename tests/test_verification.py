@@ -74,10 +74,10 @@ def test_relearn_time_counts_steps_until_the_target_or_reports_none():
     assert reached["steps"] is not None and reached["accuracy"] == 100.0
 
 
-def _step(callback, accuracy_epoch=1.0):
+def _step(callback):
     control = SimpleNamespace(should_training_stop=False, should_save=False)
-    callback.on_step_end(SimpleNamespace(save_strategy=SaveStrategy.NO), SimpleNamespace(epoch=accuracy_epoch, global_step=3),
-                         control)
+    state = SimpleNamespace(epoch=1.0, global_step=3)
+    callback.on_step_end(SimpleNamespace(save_strategy=SaveStrategy.NO), state, control)
     return control.should_training_stop
 
 
@@ -110,8 +110,10 @@ def test_verify_script_writes_every_figure_and_reuses_its_work(tmp_path, monkeyp
     assert json.loads((tmp_path / "out" / "verification.json").read_text()) == result
     entry = result["methods"]["neggrad"]
     assert 0.0 <= entry["forgetting_quality"] <= 1.0
-    assert entry["final_score"] == pytest.approx(entry["forgetting_quality"] * entry["retain_ratio"] * entry["test_ratio"])
-    assert entry["forget_accuracy_target"] == "retrained" and entry["stop_level"] == pytest.approx(result["before"]["A_test"])
+    product = entry["forgetting_quality"] * entry["retain_ratio"] * entry["test_ratio"]
+    assert entry["final_score"] == pytest.approx(product)
+    assert entry["forget_accuracy_target"] == "retrained"
+    assert entry["stop_level"] == pytest.approx(result["before"]["A_test"])  # the retrained level: Before's A_test
     assert {"relearn_steps", "relearned", "relearn_accuracy"} <= set(entry) and result["retrained"]["num_models"] == 2
     assert "| neggrad | retrained (" in (tmp_path / "out" / "verification.md").read_text()
 
