@@ -49,7 +49,10 @@ VOLATILE_CONFIG_FIELDS = (
 )
 #: Config fields added after cells were written, with the value that reproduces the behaviour from before
 #: they existed: at that value they are left out of fingerprints, so older cells stay valid.
-ADDED_CONFIG_FIELDS = {"importance_normalization": "none", "deletion_weight_growth": 0.0, "alignment_scaling": "constant"}
+ADDED_CONFIG_FIELDS = {
+    "importance_normalization": "none", "deletion_weight_growth": 0.0, "alignment_scaling": "constant",
+    "forget_accuracy_target": "zero",
+}
 
 
 # ------------------------------------------------------------------------------------------ grid, models

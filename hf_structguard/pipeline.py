@@ -341,6 +341,15 @@ def base_run_config(
     }
 
 
+def resolve_forget_accuracy_target(config: UnlearningConfig, before_test_accuracy: float) -> UnlearningConfig:
+    """``config`` with ``forget_accuracy_target='retrained'`` replaced by its estimate, the Before model's test
+    accuracy (%): to a model retrained without them the forget images are unseen images, as the test images are to
+    the Before model (same recipe, nearly the same data), so no retain data and no retraining is needed."""
+    if config.forget_accuracy_target != "retrained":
+        return config
+    return dataclasses.replace(config, forget_accuracy_target=f"{before_test_accuracy:.6g}")
+
+
 def run_pipeline(
     data_args: DataArguments,
     model_args: ModelArguments,
@@ -394,6 +403,7 @@ def run_pipeline(
     logs: dict[str, list[dict]] = {}
     unlearned: dict[str, StructGuardForImageClassification] = {}
     for name, method_args in method_configs.items():
+        method_args = method_configs[name] = resolve_forget_accuracy_target(method_args, results["before"]["A_test"])
         trainer_args = unlearning_config(method_args, folders[name], checkpoints[name])
         unlearned[name], results[name], logs[name] = unlearn_and_evaluate(
             before, trainer_args, sets, anchors, data.num_classes, data_args, probe_cache

@@ -1,4 +1,4 @@
-"""Trainer callbacks of an unlearning run: method hooks, structural drift, and the stop at forget accuracy 0."""
+"""Trainer callbacks of an unlearning run: method hooks, structural drift, the stop at a forget accuracy level."""
 
 from __future__ import annotations
 
@@ -54,8 +54,29 @@ class StructureDriftCallback(TrainerCallback):
             self.record(self.measure())
 
 
+FORGET_ACCURACY_TARGETS = ("zero", "retrained")
+
+
+def forget_accuracy_level(target: str) -> float | None:
+    """The forget accuracy (%) at or below which training stops, for an ``UnlearningConfig.forget_accuracy_target``:
+    "zero" -> 0, a number in [0, 100] -> itself, "retrained" -> None (an estimate the caller must fill in,
+    :func:`hf_structguard.pipeline.resolve_forget_accuracy_target`). ValueError for anything else."""
+    if target in FORGET_ACCURACY_TARGETS:
+        return 0.0 if target == "zero" else None
+    try:
+        level = float(target)
+    except (TypeError, ValueError):
+        level = math.nan
+    if not 0.0 <= level <= 100.0:
+        raise ValueError(
+            f"forget_accuracy_target must be 'zero', 'retrained' or a percentage in [0, 100], got {target!r}"
+        )
+    return level
+
+
 class ForgetAccuracyStopping(TrainerCallback, ExportableState):
-    """Evaluates the forget accuracy after every step and stops training the moment it is exactly 0 %.
+    """Evaluates the forget accuracy after every step and stops training the moment it is at or below ``level``
+    (exactly 0 % by default).
 
     Stopping is allowed only for steps of pass ``check_from_epoch`` (0-based) and later — by default from the
     second pass over the probe set on (method.md §6); the accuracy is recorded every step regardless.
@@ -65,6 +86,7 @@ class ForgetAccuracyStopping(TrainerCallback, ExportableState):
         record: receives ``{"forget_acc": value}`` for the step's log entry.
         check_from_epoch: first pass whose steps may stop training.
         enabled: False records the accuracy but never stops.
+        level: the forget accuracy (%) at or below which training stops.
 
     After training: ``stopped_step`` (global step at which it stopped, or None) and ``last_accuracy``. Both are
     saved in every checkpoint's ``trainer_state.json`` (:meth:`state`) and restored on resume; with
@@ -77,8 +99,10 @@ class ForgetAccuracyStopping(TrainerCallback, ExportableState):
         record: Callable[[dict], None] | None = None,
         check_from_epoch: int = 1,
         enabled: bool = True,
+        level: float = 0.0,
     ) -> None:
         self.evaluate = evaluate
+        self.level = level
         self.record = record
         self.check_from_epoch = check_from_epoch
         self.enabled = enabled
@@ -90,14 +114,14 @@ class ForgetAccuracyStopping(TrainerCallback, ExportableState):
         self.last_accuracy = accuracy
         if self.record is not None:
             self.record({"forget_acc": accuracy})
-        if self.enabled and accuracy == 0.0 and pass_index(state.epoch) >= self.check_from_epoch:
+        if self.enabled and accuracy <= self.level and pass_index(state.epoch) >= self.check_from_epoch:
             self.stopped_step = state.global_step
             control.should_training_stop = True
             control.should_save = control.should_save or args.save_strategy == SaveStrategy.STEPS
 
     def state(self) -> dict:
         """The resumable state (``ExportableState``; restored by the trainer, see ``UnlearningTrainer``)."""
-        return {"args": {"check_from_epoch": self.check_from_epoch, "enabled": self.enabled},
+        return {"args": {"check_from_epoch": self.check_from_epoch, "enabled": self.enabled, "level": self.level},
                 "attributes": {"stopped_step": self.stopped_step, "last_accuracy": self.last_accuracy}}
 
 

@@ -27,6 +27,7 @@ from ..methods.structguard import (
     PROJECTOR_INITS,
 )
 from ..structure import ALIGNMENT_AXES, ALIGNMENT_MEASURES, IMPORTANCE_MODES
+from .callbacks import forget_accuracy_level
 
 BATCHNORM_MODES = ("joint", "separate", "frozen", "keep_stats")
 DELETION_LOSSES = ("ascent", "nearest_wrong")
@@ -357,6 +358,15 @@ class UnlearningConfig(TrainingArguments):
     stop_at_zero_forget_accuracy: bool = field(
         default=True, metadata={"help": "Stop as soon as the forget accuracy is exactly 0 percent."}
     )
+    forget_accuracy_target: str = field(
+        default="zero",
+        metadata={
+            "help": "Forget accuracy at which unlearning stops: 'zero' (exactly 0 percent, the paper's rule), "
+            "'retrained' (the level a model retrained without the forget images would show, estimated without "
+            "retain data as the Before model's accuracy on the held-out test split, i.e. on images it never saw; "
+            "scripts/run.py and scripts/verify.py fill it in), or a percentage (stop at or below it)."
+        },
+    )
     stop_check_from_epoch: int | None = field(
         default=None,
         metadata={
@@ -448,6 +458,7 @@ class UnlearningConfig(TrainingArguments):
         check_option(
             self.stop_check_from_epoch >= 0, f"stop_check_from_epoch must be >= 0, got {self.stop_check_from_epoch}"
         )
+        forget_accuracy_level(self.forget_accuracy_target)  # ValueError unless zero, retrained or a percentage
         check_option(self.drift_num_probes >= 0, f"drift_num_probes must be >= 0, got {self.drift_num_probes}")
         check_option(self.log_print_steps >= 1, f"log_print_steps must be >= 1, got {self.log_print_steps}")
         check_option(self.drift_every_steps >= 1, f"drift_every_steps must be >= 1, got {self.drift_every_steps}")

@@ -34,6 +34,7 @@ from .callbacks import (
     IntervalProgressCallback,
     MethodHooksCallback,
     StructureDriftCallback,
+    forget_accuracy_level,
 )
 from .config import UnlearningConfig
 
@@ -159,11 +160,16 @@ class UnlearningTrainer(Trainer):
         self.seconds_phases: dict[str, float] = {"checks": 0.0}
         self.unlearning_result: UnlearningResult | None = None
         self._drift = self._build_drift_probe(model, args)
+        level = forget_accuracy_level(args.forget_accuracy_target)
+        if level is None:
+            raise ValueError("forget_accuracy_target='retrained' needs its level estimated from the Before model first "
+                             "(hf_structguard.pipeline.resolve_forget_accuracy_target; scripts/run.py does it)")
         self.stopping = ForgetAccuracyStopping(
             self.forget_accuracy,
             self._record,
             check_from_epoch=args.stop_check_from_epoch,
             enabled=args.stop_at_zero_forget_accuracy,
+            level=level,
         )
         internal: list[TrainerCallback] = [MethodHooksCallback(self)]
         if self._drift is not None:
