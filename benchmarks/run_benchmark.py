@@ -37,7 +37,7 @@ from _common import described_parser
 from _report import write_report
 from _rows import ABLATIONS, DEFAULT_ROWS, known_rows
 
-#: Settings per profile. ``cuda`` is the paper's protocol (method.md); ``cpu`` holds the reductions that make
+#: Settings per profile. ``cuda`` is the paper's protocol (docs/benchmarks.md#deviations-from-the-paper); ``cpu`` holds the reductions that make
 #: the grid reachable on CPU cores. Every value applies to every method alike and can be overridden.
 PROFILES = {
     "cpu": {

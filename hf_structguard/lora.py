@@ -5,7 +5,7 @@
 - LoRA factors on the backbone's ``Conv2d`` and ``Linear`` layers (or the named subset);
 - ``modules_to_save`` (trained and saved in full): the classifier, the projector when the model has one, and
   every BatchNorm layer of the backbone. BatchNorm running statistics change during unlearning (train mode,
-  method.md §5) and are buffers, not LoRA weights: saving the BatchNorm modules with the adapter is what lets
+  docs/concepts.md#losses) and are buffers, not LoRA weights: saving the BatchNorm modules with the adapter is what lets
   base + adapter reproduce the unlearned model's predictions exactly. Freezing them instead (eval-mode
   BatchNorm) would change every method's training dynamics, which rely on batch statistics; they are tiny
   (4 numbers per channel). Their affine parameters train as in full unlearning.

@@ -1,4 +1,4 @@
-"""Surrogate probe set ``D_s`` (method.md §2): targeted L2 PGD examples around each forget image.
+"""Surrogate probe set ``D_s`` (docs/concepts.md#probe-set): targeted L2 PGD examples around each forget image.
 
 For every forget image, ``num_per_image`` targets are drawn uniformly from the other classes; each probe is
 the targeted L2 PGD example of the ORIGINAL model towards its target, in [0, 1] pixel space, and is

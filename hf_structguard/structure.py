@@ -1,6 +1,6 @@
 """Structure: the anchor space, ``S = norm(V)·Aᵀ``, alignment measures and structure-aware importance.
 
-Definitions follow method.md §4–§5:
+Definitions follow docs/concepts.md#structure and #losses:
 
 - ``S_ori = norm(M(g_ori(x_s)))·Aᵀ`` with the frozen original model; ``M`` is the identity when ``d == d_a``,
   else the fixed seeded random map :func:`hf_structguard.modeling.anchor_space_map` (``config.feature_map_seed``).
@@ -223,7 +223,7 @@ def structure_importance(
     batch_statistics: bool = True,
     restore_buffers: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Structure-aware importance ``I_j`` of the parameters ψ (method.md §5, paper Eq. 4).
+    """Structure-aware importance ``I_j`` of the parameters ψ (docs/concepts.md#importance, paper Eq. 4).
 
     Args:
         model: the model being unlearned (with its projector); its state is left unchanged.

@@ -1,4 +1,4 @@
-"""Baselines (method.md §7): NegGrad, Adv, L2UL, RAWP, Fisher, Oracle on a tiny random timm model and on digits."""
+"""Baselines (docs/methods.md#methods): NegGrad, Adv, L2UL, RAWP, Fisher, Oracle on a tiny random timm model and on digits."""
 
 import copy
 

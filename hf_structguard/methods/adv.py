@@ -1,4 +1,4 @@
-"""Adv (Cha et al., AAAI 2024, the L2UL paper's ablation; method.md §7): deletion plus probe retention.
+"""Adv (Cha et al., AAAI 2024, the L2UL paper's ablation; docs/methods.md#methods): deletion plus probe retention.
 
 Loss: ``L = −w_f·CE(f(x_f), y_f) + w_a·CE(f(x_s), y_s)`` with the share weights ``w_f = n_f/(n_f+n_a)`` and
 ``w_a = n_a/(n_f+n_a)`` of the combined minibatch (n_f forget samples, n_a probes labelled with their TARGET
@@ -25,7 +25,7 @@ def weighted_deletion_retention(
     deletion_loss: str = "ascent",
     sample_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(L_del, L_ret)`` weighted by their share of the combined minibatch (method.md §5, as in L2UL).
+    """``(L_del, L_ret)`` weighted by their share of the combined minibatch (docs/concepts.md#losses, as in L2UL).
 
     ``L_del = −n_f/(n_f+n_a)·mean CE(forget)`` (``deletion_loss="ascent"``, the paper's) and
     ``L_ret = n_a/(n_f+n_a)·mean CE(probes)``; an empty side contributes 0. ``"nearest_wrong"`` replaces the

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-#: Config defaults shared by every baseline (method.md §7, CIFAR-10): SGD lr 1e-3, momentum 0.9, weight decay
+#: Config defaults shared by every baseline (docs/methods.md#methods, CIFAR-10): SGD lr 1e-3, momentum 0.9, weight decay
 #: 1e-4; probe ε 4.0 and N_adv 20 (read only by the probe-based baselines).
 BASELINE_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-3,
@@ -23,7 +23,7 @@ BASELINE_DEFAULTS: dict[str, Any] = {
     "weight_decay": 1e-4,
     "probe_epsilon": 4.0,
     "probes_per_image": 20,
-    "batchnorm": "separate",  # the reference forwards forget and probe minibatches separately (method.md §6b)
+    "batchnorm": "separate",  # the reference forwards forget and probe minibatches separately (docs/methods.md#presets)
     "stop_check_from_epoch": 0,  # the reference lets the baselines stop from the first step
 }
 
@@ -107,7 +107,7 @@ class UnlearningMethod:
         name: registry name (set by :func:`register_method`).
         description: one paragraph on what the method does, for model cards and docs (required).
         defaults: :class:`UnlearningConfig` field values applied when the user left a field unset
-            (``learning_rate``, ``momentum``, ``weight_decay``, ``probe_epsilon``, ...), from method.md.
+            (``learning_rate``, ``momentum``, ``weight_decay``, ``probe_epsilon``, ...), see docs/methods.md#methods.
         presets: named sets of further defaults (``args.preset`` picks one; ``"default"`` is required when
             there are any); data, not code paths. Each further preset is a benchmark row ``name[preset]``.
         needs_anchors / needs_retain: the trainer raises a clear error when they are missing; a method that

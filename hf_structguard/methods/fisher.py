@@ -1,4 +1,4 @@
-"""Fisher forgetting (Golatkar et al., CVPR 2020, "Eternal Sunshine of the Spotless Net"; method.md §7),
+"""Fisher forgetting (Golatkar et al., CVPR 2020, "Eternal Sunshine of the Spotless Net"; docs/methods.md#methods),
 with the Fisher information estimated on the FORGET set only (the retain-free setting).
 
 Reading implemented — one noise injection, no gradient updates (paper Table 2: Fisher neither reaches

@@ -1,4 +1,4 @@
-"""L2UL (Cha et al., AAAI 2024, "Learning to Unlearn"; method.md §7): Adv plus an importance-weighted
+"""L2UL (Cha et al., AAAI 2024, "Learning to Unlearn"; docs/methods.md#methods): Adv plus an importance-weighted
 parameter anchor.
 
 Loss: ``L = L_Adv + λ·Σ_j (1 − Ω̂_j)(θ_j − θ₀_j)²/2`` (:class:`~hf_structguard.methods.adv.Adv` terms, λ = 1).

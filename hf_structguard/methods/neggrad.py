@@ -1,7 +1,7 @@
-"""NegGrad (Golatkar et al., CVPR 2020 baseline; method.md §7): gradient ascent on the forget set.
+"""NegGrad (Golatkar et al., CVPR 2020 baseline; docs/methods.md#methods): gradient ascent on the forget set.
 
 Loss: ``L = −CE(f(x_f), y_f)`` (batch mean) through the deployed path ``model(x).logits``; the probes are unused.
-Defaults (CIFAR-10, method.md §7, shared by every baseline): SGD lr 1e-3, momentum 0.9, weight decay 1e-4;
+Defaults (CIFAR-10, docs/methods.md#methods, shared by every baseline): SGD lr 1e-3, momentum 0.9, weight decay 1e-4;
 probe ε 4.0 and N_adv 20 (only the probe-based baselines read them); stop at forget accuracy 0.
 """
 

@@ -1,4 +1,4 @@
-"""Oracle (method.md §7, reference only): NegGrad with the RETAIN set, which the retain-free setting forbids.
+"""Oracle (docs/methods.md#methods, reference only): NegGrad with the RETAIN set, which the retain-free setting forbids.
 
 Loss: ``L = CE(f(x_r), y_r) − CE(f(x_f), y_f)`` (two batch means, unweighted); the probes are unused. The
 retain batch of a step is drawn deterministically from ``retain_dataset`` by global step (and process rank)

@@ -1,5 +1,5 @@
 """RAWP: adversarial weight perturbation (Wu et al., NeurIPS 2020, "Adversarial Weight Perturbation Helps
-Robust Generalization") applied repeatedly with the forget data to induce misclassification (method.md §7).
+Robust Generalization") applied repeatedly with the forget data to induce misclassification (docs/methods.md#methods).
 
 Reading implemented (AWP's ``min_w max_v L(w + v)`` with ``L`` = NegGrad's deletion loss ``−CE(forget)``):
 

@@ -1,4 +1,4 @@
-"""StructGuard (Hong, Shin, Kim, CVPR 2026; method.md §3–§5): structure-faithful instance unlearning.
+"""StructGuard (Hong, Shin, Kim, CVPR 2026; docs/concepts.md#anchors to #importance): structure-faithful instance unlearning.
 
 Per step, with a probe minibatch ``x_s`` (target labels ``y_s``) and a forget minibatch ``x_f``:
 
@@ -18,7 +18,7 @@ minibatch's n_f/n_a); SA, SR and CR can be switched off (``use_alignment``,
 
 Two presets (:attr:`StructGuard.presets`, picked with ``preset``):
 
-- ``reference`` — the authors' code path (method.md §6b): a freshly initialised projector that the model
+- ``reference`` — the authors' code path (docs/methods.md#presets): a freshly initialised projector that the model
   predicts through (so it starts near chance), deletion on ``h(g(x_f))`` bypassing it, two train-mode forwards
   per step, importance at the second step of a pass with the penalty only from the third step of each pass,
   the projector's BatchNorm frozen after the first forget-accuracy check, PGD step 0.1, stop from pass 1.

@@ -16,7 +16,7 @@ from .configuration import StructGuardConfig
 
 
 def anchor_space_map(d: int, d_a: int, seed: int = 0) -> torch.Tensor:
-    """Fixed random ``(d, d_a)`` map from feature space to anchor space (method.md §4).
+    """Fixed random ``(d, d_a)`` map from feature space to anchor space (docs/concepts.md#structure).
 
     Gaussian entries with L2-normalised columns, drawn on the CPU from ``torch.Generator().manual_seed(seed)``
     so that it is identical across processes and machines. Used on the ORIGINAL model's features when

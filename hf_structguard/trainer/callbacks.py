@@ -79,7 +79,7 @@ class ForgetAccuracyStopping(TrainerCallback, ExportableState):
     (exactly 0 % by default).
 
     Stopping is allowed only for steps of pass ``check_from_epoch`` (0-based) and later — by default from the
-    second pass over the probe set on (method.md §6); the accuracy is recorded every step regardless.
+    second pass over the probe set on (docs/concepts.md#stopping); the accuracy is recorded every step regardless.
 
     Args:
         evaluate: returns the forget accuracy in percent (eval mode, deployed path).

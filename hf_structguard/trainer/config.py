@@ -1,6 +1,6 @@
 """``UnlearningConfig``: ``TrainingArguments`` plus the unlearning method and its hyperparameters.
 
-Fields left at ``None`` take the chosen method's defaults (the registry class's ``defaults``, from method.md),
+Fields left at ``None`` take the chosen method's defaults (the registry class's ``defaults``, see docs/methods.md#methods),
 then the generic fallbacks below; a value the user sets always wins. Several ``TrainingArguments`` defaults
 are changed for this use (constant learning rate, no gradient clipping, no checkpoints, log every step,
 batch 128, at most 100 passes over the probe set). ``report_to`` already defaults to "none".
@@ -77,7 +77,7 @@ class UnlearningConfig(TrainingArguments):
         default=None, metadata={"help": "SGD weight decay. Default: the method's (structguard 0, baselines 1e-4)."}
     )
     per_device_train_batch_size: int = field(
-        default=128, metadata={"help": "Probe minibatch size per process (method.md: 128)."}
+        default=128, metadata={"help": "Probe minibatch size per process (the paper's: 128)."}
     )
     num_train_epochs: float = field(
         default=100,
@@ -329,7 +329,7 @@ class UnlearningConfig(TrainingArguments):
         default=True,
         metadata={
             "help": "structguard: the unlearned model predicts with h(p(g(x))) (the reference; the projector ships "
-            "with the model) or, when False, with h(g(x)) (method.md §6's option). Also the path the stopping rule checks."
+            "with the model) or, when False, with h(g(x)) (docs/concepts.md#projector). Also the path the stopping rule checks."
         },
     )
 

@@ -81,7 +81,7 @@ def display_image(image: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
 @torch.no_grad()
 def anchor_affinities(model, features: torch.Tensor, space: AnchorSpace) -> torch.Tensor:
     """Cosine affinities ``(N, b)`` of pooled features ``g(x)`` to the anchors, read as during unlearning
-    (method.md §4): through the model's projector (eval mode) when it has one, else ``norm(M(g(x)))·Aᵀ``.
+    (docs/concepts.md#retrieval): through the model's projector (eval mode) when it has one, else ``norm(M(g(x)))·Aᵀ``.
     """
     was_training = model.training
     model.eval()
