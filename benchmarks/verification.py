@@ -21,7 +21,7 @@ from hf_structguard.methods import benchmark_rows
 from hf_structguard.trainer import UnlearningConfig
 from hf_structguard.verification import VerifyArguments, format_table, run_verification
 
-from _common import write_result
+from _common import described_parser, locate, write_result
 
 #: Table rows: every registered method and preset, label -> (registry method, config fields).
 ROWS = benchmark_rows()
@@ -30,7 +30,7 @@ TARGETS = ("zero", "retrained")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = described_parser(__doc__)
     parser.add_argument("--dataset", default=None, help="Dataset folder or Hub id (empty: the embedded digits data).")
     parser.add_argument("--model_name_or_path", default=None, help="The Before model (empty: the cached default).")
     parser.add_argument("--retrain_recipe", default=None, help="The Before model's training recipe (JSON).")
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
                                             disable_tqdm=True, **fields)
                     for label, (method, fields) in ((label, ROWS[label]) for label in args.rows)}
             result = run_verification(
-                DataArguments(dataset=args.dataset, forget_k=k),
-                ModelArguments(model_name_or_path=args.model_name_or_path),
+                DataArguments(dataset=locate(args.dataset), forget_k=k),
+                ModelArguments(model_name_or_path=locate(args.model_name_or_path)),
                 AnchorArguments(), UnlearningConfig(output_dir=str(folder)), verify_args, rows=rows,
             )
             content.setdefault(f"k{k}", {})[target] = result
