@@ -25,19 +25,12 @@ import torch
 from hf_structguard.data import select_forget_set
 from hf_structguard.evaluation import EvalSets
 from hf_structguard.hub import library_versions
-from hf_structguard.pipeline import (
-    AnchorArguments,
-    DataArguments,
-    ModelArguments,
-    build_anchors,
-    load_before_model,
-    load_data,
-    resolve_attributes,
-)
+from hf_structguard.arguments import DataArguments, ModelArguments
+from hf_structguard.pipeline import load_before_model, load_data
 from hf_structguard.probes import ProbeSet, probe_config_for, probes_for_config, target_hit_rate
 from hf_structguard.trainer import UnlearningConfig
 
-from _common import locate, recorded, write_json_atomic
+from _common import attribute_anchors, locate, recorded, write_json_atomic
 from _rows import LEVELS, known_rows, run_before_cell, run_method_cell, select_rows
 
 logger = logging.getLogger("benchmark")
@@ -260,8 +253,7 @@ def run_grid(args: argparse.Namespace, profile: dict) -> Path:
                                    mia=profile["mia"]))
     befores = load_befores(data, models, args.cifar_stem, device)
     size = next(iter(befores.values()))[0].config.image_size
-    anchor_args = AnchorArguments(text_encoder=args.text_encoder)
-    anchors = build_anchors(data, anchor_args, resolve_attributes(data, anchor_args))
+    anchors = attribute_anchors(data, args.text_encoder)
     base = UnlearningConfig(
         output_dir=tempfile.mkdtemp(prefix="structguard-benchmark-"),
         method="structguard",

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from hf_structguard.data import ImageClassificationData
 from hf_structguard.modeling import StructGuardForImageClassification
-from hf_structguard.pipeline import DataArguments, ModelArguments, load_before_model, load_data
+from hf_structguard.arguments import AnchorArguments, DataArguments, ModelArguments
+from hf_structguard.pipeline import build_anchors, load_before_model, load_data, resolve_attributes
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 #: The environment variable that says where the shared folder (Before models, datasets) is.
@@ -86,6 +87,12 @@ def load_before(args: argparse.Namespace) -> tuple[ImageClassificationData, Stru
     data = load_data(DataArguments(dataset=locate(args.dataset)))
     before, _ = load_before_model(data, ModelArguments(model_name_or_path=locate(args.model_name_or_path)))
     return data, before.eval(), {"model": recorded(args.model_name_or_path), "dataset": recorded(args.dataset)}
+
+
+def attribute_anchors(data: ImageClassificationData, text_encoder: str | None = None):
+    """The anchor set a run builds for ``data`` from its attribute file (``text_encoder``: None = the run's default)."""
+    anchor_args = AnchorArguments(text_encoder=text_encoder)
+    return build_anchors(data, anchor_args, resolve_attributes(data, anchor_args))
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -27,12 +27,11 @@ from scipy.stats import rankdata
 
 from hf_structguard.data import select_forget_set
 from hf_structguard.hub import library_versions
-from hf_structguard.pipeline import AnchorArguments, build_anchors, resolve_attributes
 from hf_structguard.probes import probes_for_config
 from hf_structguard.structure import structure_importance
 from hf_structguard.trainer import UnlearningConfig, UnlearningTrainer
 
-from _common import load_before, script_parser, write_result  # benchmarks/_common.py
+from _common import attribute_anchors, load_before, script_parser, write_result  # benchmarks/_common.py
 
 logger = logging.getLogger("importance_budget")
 
@@ -118,8 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     data, before, names = load_before(args)
-    anchor_args = AnchorArguments(text_encoder=args.text_encoder)
-    anchors = build_anchors(data, anchor_args, resolve_attributes(data, anchor_args))
+    anchors = attribute_anchors(data, args.text_encoder)
     train_images, train_labels = data.tensors("train", None, before.config.image_size)
     forget = torch.as_tensor(select_forget_set(len(train_labels), k=args.k, seed=args.seed).indices)
     config = UnlearningConfig(output_dir=tempfile.mkdtemp(prefix="importance-budget-"), method="structguard",

@@ -23,19 +23,12 @@ import torch
 
 from hf_structguard.data import select_forget_set
 from hf_structguard.evaluation.accuracy import predict
-from hf_structguard.pipeline import (
-    AnchorArguments,
-    DataArguments,
-    ModelArguments,
-    build_anchors,
-    load_before_model,
-    load_data,
-    resolve_attributes,
-)
+from hf_structguard.arguments import DataArguments, ModelArguments
+from hf_structguard.pipeline import load_before_model, load_data
 from hf_structguard.probes import probes_for_config, target_hit_rate
 from hf_structguard.trainer import UnlearningConfig, run_unlearning
 
-from _common import described_parser, locate  # benchmarks/_common.py
+from _common import attribute_anchors, described_parser, locate  # benchmarks/_common.py
 
 CHECKPOINTS = {"memorised": "resnet18-cifar10-jpeg-memorised", "generalising": "resnet18-cifar10-jpeg"}
 
@@ -86,8 +79,7 @@ def run_variants(args: argparse.Namespace, variants: list[tuple[str, str, dict]]
     source = locate(f"local-dir:{args.checkpoints}/{CHECKPOINTS[args.before]}")
     before, _ = load_before_model(data, ModelArguments(model_name_or_path=source))
     before.eval()
-    anchor_args = AnchorArguments()
-    anchors = build_anchors(data, anchor_args, resolve_attributes(data, anchor_args))
+    anchors = attribute_anchors(data)
     train_images, train_labels = data.tensors("train", None, before.config.image_size)
     test_rows = np.sort(np.random.default_rng(0).permutation(len(data.test))[:2000]).tolist()
     test_images, test_labels = data.tensors("test", test_rows, before.config.image_size)
