@@ -44,7 +44,7 @@ VOLATILE_CONFIG_FIELDS = (
 #: they existed: at that value they are left out of fingerprints, so older cells stay valid.
 ADDED_CONFIG_FIELDS = {
     "importance_normalization": "none", "deletion_weight_growth": 0.0, "alignment_scaling": "constant",
-    "forget_accuracy_target": "zero",
+    "forget_accuracy_target": "zero", "probe_min_hit_rate": 0.0,
 }
 
 
@@ -130,6 +130,8 @@ def cached_probes(folder: Path, before, forget_images, forget_labels, num_classe
     ``epsilon``, ``step_size`` and ``seconds`` (generation time, also when read back from the cache).
     """
     probe_settings = {**settings, "probe_config": dataclasses.asdict(probe_config_for(config))}
+    if config.probe_min_hit_rate > 0:  # the radius is searched from probe_epsilon down (keys of fixed radii unchanged)
+        probe_settings["probe_min_hit_rate"] = config.probe_min_hit_rate
     key = fingerprint(probe_settings)
     stem = folder / f"k{settings['k']}-s{settings['seed']}-{key[:12]}"
     meta_path = stem.with_suffix(".json")

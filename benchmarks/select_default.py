@@ -36,7 +36,7 @@ CHECKPOINTS = {"memorised": "resnet18-cifar10-jpeg-memorised", "generalising": "
 #: The resolved config fields recorded with every run, so that a "default" row says which default it was.
 RECORDED_FIELDS = (
     "learning_rate", "batchnorm", "deletion_loss", "importance_normalization", "regularization_weight",
-    "deletion_weight_growth", "alignment_weight", "alignment_scaling", "preset",
+    "deletion_weight_growth", "alignment_weight", "alignment_scaling", "probe_min_hit_rate", "preset",
 )
 
 
@@ -106,7 +106,7 @@ def run_variants(args: argparse.Namespace, variants: list[tuple[str, str, dict]]
                 "name": name, "method": method, "overrides": overrides, "before": args.before, "k": args.k,
                 "seed": seed, "steps": info["steps"], "A_f": accuracy(model, forget_images, forget_labels),
                 "A_r": accuracy(model, retain_images, retain_labels), "A_test": accuracy(model, test_images, test_labels),
-                "probe_hit_rate": target_hit_rate(before, probes), "seconds": time.perf_counter() - started,
+                "probe_hit_rate": target_hit_rate(before, probes), "probe_epsilon": probes.config.epsilon, "seconds": time.perf_counter() - started,
                 "config": {name: getattr(config, name) for name in RECORDED_FIELDS}, "revision": revision,
             }  # fmt: skip
             print(json.dumps(row), flush=True)

@@ -448,6 +448,7 @@ def unlearn_and_evaluate(
     metrics.update(seconds=probe_seconds + info["seconds"], seconds_phases=phases)
     metrics.update(steps=info["steps"], stopped_at_zero=info["stopped_at_zero"], num_probes=len(probes))
     metrics["probe_hit_rate"] = target_hit_rate(before, probes)  # % of probes the Before model calls their target
+    metrics["probe_epsilon"] = probes.config.epsilon  # the radius used (shrunk when probe_min_hit_rate > 0)
     metrics["trainable_parameters"] = info["trainable_parameters"]
     logger.info("%s: A_test %.2f  A_r %.2f  A_f %.2f  (%d steps)", method_args.method, metrics["A_test"],
                 metrics["A_r"], metrics["A_f"], info["steps"])

@@ -8,6 +8,7 @@ labelled with that target (no success filter).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -192,16 +195,45 @@ def target_hit_rate(model: nn.Module, probes: ProbeSet, batch_size: int = 256) -
     return 100.0 * hits / max(len(probes), 1)
 
 
-def probe_config_for(config, seed: int | None = None) -> ProbeConfig:
-    """The :class:`ProbeConfig` of an ``UnlearningConfig`` (its ``probe_*`` fields; ``step_size`` None = auto)."""
+def probe_config_for(config, seed: int | None = None, epsilon: float | None = None) -> ProbeConfig:
+    """The :class:`ProbeConfig` of an ``UnlearningConfig`` (its ``probe_*`` fields; ``step_size`` None = auto);
+    ``epsilon`` replaces ``config.probe_epsilon`` (the auto step follows it)."""
+    epsilon = config.probe_epsilon if epsilon is None else epsilon
     step = config.probe_step_size
     return ProbeConfig(
-        epsilon=config.probe_epsilon,
-        step_size=auto_step_size(config.probe_epsilon, config.probe_num_steps) if step is None else step,
+        epsilon=epsilon,
+        step_size=auto_step_size(epsilon, config.probe_num_steps) if step is None else step,
         num_steps=config.probe_num_steps,
         num_per_image=config.probes_per_image,
         seed=config.seed if seed is None else seed,
     )
+
+
+#: The shrinking radius search (docs/concepts.md#probe-radius): radii ε·2^-j for j = 1..MAX_HALVINGS, each tried
+#: on the probes of at most SEARCH_IMAGES forget images.
+MAX_HALVINGS = 3
+SEARCH_IMAGES = 32
+
+
+def shrink_probe_epsilon(
+    model: nn.Module, forget_images: torch.Tensor, forget_labels: torch.Tensor, num_classes: int, config
+) -> ProbeConfig:
+    """The :class:`ProbeConfig` with the smallest radius ``probe_epsilon·2^-j`` (``j ≤ MAX_HALVINGS``, halving
+    stops at the first radius that fails) at which the targeted PGD probes of ``model`` still reach their
+    target class for at least ``config.probe_min_hit_rate`` % of probes; ``probe_epsilon`` itself when no
+    smaller radius does. The hit rate is measured on the probes of a seeded subsample of the forget images."""
+    chosen = probe_config_for(config)
+    generator = torch.Generator().manual_seed(chosen.seed)
+    rows = torch.randperm(len(forget_images), generator=generator)[:SEARCH_IMAGES].sort().values
+    images, labels = forget_images[rows.to(forget_images.device)], forget_labels[rows.to(forget_labels.device)]
+    for halvings in range(1, MAX_HALVINGS + 1):
+        candidate = probe_config_for(config, epsilon=config.probe_epsilon / 2**halvings)
+        hit_rate = target_hit_rate(model, generate_probes(model, images, labels, num_classes, candidate, progress=False))
+        logger.info("probe radius search: ε %.3g reaches the target for %.1f %% of probes", candidate.epsilon, hit_rate)
+        if hit_rate < config.probe_min_hit_rate:
+            break
+        chosen = candidate
+    return chosen
 
 
 def probes_for_config(
@@ -212,12 +244,17 @@ def probes_for_config(
     config,
     cache: dict | None = None,
 ) -> ProbeSet:
-    """Probes from ``model`` for an ``UnlearningConfig``'s PGD settings; methods whose settings agree share one
-    set through ``cache`` (keyed by the :class:`ProbeConfig`)."""
-    probe_config = probe_config_for(config)
-    key = tuple(sorted(asdict(probe_config).items()))
+    """Probes from ``model`` for an ``UnlearningConfig``'s PGD settings, at the radius
+    :func:`shrink_probe_epsilon` finds when ``config.probe_min_hit_rate`` > 0; methods whose settings agree
+    share one set through ``cache`` (keyed by the :class:`ProbeConfig` and the hit-rate floor)."""
+    min_hit_rate = config.probe_min_hit_rate
+    key = (tuple(sorted(asdict(probe_config_for(config)).items())), min_hit_rate)
     if cache is None:
         cache = {}
     if key not in cache:
+        probe_config = probe_config_for(config)
+        if min_hit_rate > 0:
+            probe_config = shrink_probe_epsilon(model, forget_images, forget_labels, num_classes, config)
+            logger.info("probes at ε %.3g (probe_min_hit_rate %g %%)", probe_config.epsilon, min_hit_rate)
         cache[key] = generate_probes(model, forget_images, forget_labels, num_classes, probe_config)
     return cache[key]

@@ -136,3 +136,31 @@ def test_bad_inputs(trained):
         generate_probes(model, x, y + NUM_CLASSES, NUM_CLASSES, small_config(), progress=False)
     with pytest.raises(ValueError, match="outputs 4 classes, not 5"):
         generate_probes(model, x, y, NUM_CLASSES + 1, small_config(), progress=False)
+
+
+def _probe_fields(**kwargs):
+    """The probe fields of an UnlearningConfig that probes_for_config reads."""
+    from types import SimpleNamespace
+
+    fields = {"probe_epsilon": 16.0, "probe_step_size": None, "probe_num_steps": 10, "probes_per_image": 6, "seed": 0,
+              "probe_min_hit_rate": 90.0}
+    return SimpleNamespace(**{**fields, **kwargs})
+
+
+def test_shrinking_radius_keeps_the_smallest_radius_that_still_reaches_the_target(trained):
+    from hf_structguard.probes import MAX_HALVINGS, probe_config_for, probes_for_config, shrink_probe_epsilon, target_hit_rate
+
+    model, x, y = trained
+    ladder = [16.0 / 2**j for j in range(MAX_HALVINGS + 1)]
+    rates = [target_hit_rate(model, generate_probes(model, x, y, NUM_CLASSES, probe_config_for(_probe_fields(), epsilon=e),
+                                                    progress=False)) for e in ladder]
+    assert rates[0] == 100.0 and rates[-1] < 90  # the tiny model: far probes all hit, the nearest do not
+    for floor in (rates[-1] - 1, (rates[0] + rates[-1]) / 2, 100.0, 100.5):
+        passing = next((j for j in range(1, len(ladder)) if rates[j] < floor), len(ladder)) - 1
+        chosen = shrink_probe_epsilon(model, x, y, NUM_CLASSES, _probe_fields(probe_min_hit_rate=floor))
+        assert chosen.epsilon == ladder[passing] and chosen.step_size == pytest.approx(2.5 * ladder[passing] / 10)
+    cache = {}
+    fixed = probes_for_config(model, x, y, NUM_CLASSES, _probe_fields(probe_min_hit_rate=0.0), cache)
+    shrunk = probes_for_config(model, x, y, NUM_CLASSES, _probe_fields(probe_min_hit_rate=rates[-1] - 1), cache)
+    assert fixed.config.epsilon == 16.0 and shrunk.config.epsilon == ladder[-1] and len(cache) == 2
+    assert (shrunk.images - x[shrunk.source_index]).flatten(1).norm(dim=1).max() <= ladder[-1] + 1e-5

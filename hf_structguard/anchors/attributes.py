@@ -3,7 +3,7 @@
 Sources accepted by :func:`load_attributes`:
 
 * a local path, e.g. ``"attrs/cifar10.json"``;
-* a file shipped with the package: ``"shipped:cifar10"``, ``"shipped:cifar100"``, ``"shipped:digits"``;
+* a file shipped with the package: ``"shipped:cifar10"``, ``"shipped:cifar100"``, ``"shipped:digits"``, ``"shipped:fashion_mnist"``;
 * a file in a Hub repository: ``"hf://datasets/owner/name/path/file.json"`` (dataset repo),
   ``"hf://spaces/owner/name/file.json"`` (Space), ``"hf://owner/name/file.json"`` or
   ``"hf://models/owner/name/file.json"`` (model repo); pin a revision with ``owner/name@revision``.
@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Mapping, Sequence
 
-SHIPPED = ("cifar10", "cifar100", "digits")
+SHIPPED = ("cifar10", "cifar100", "digits", "fashion_mnist")
 
 
 def normalize_class_name(name: str) -> str:
@@ -32,7 +32,7 @@ def normalize_class_name(name: str) -> str:
 
 
 def shipped_attributes(name: str) -> Path:
-    """Path of an attribute file shipped with the package: ``"cifar10"``, ``"cifar100"`` or ``"digits"``."""
+    """Path of an attribute file shipped with the package: ``"cifar10"``, ``"cifar100"``, ``"digits"`` or ``"fashion_mnist"``."""
     if name not in SHIPPED:
         raise ValueError(f"No shipped attribute file {name!r}; choose one of {list(SHIPPED)}.")
     return Path(str(resources.files("hf_structguard.anchors") / "attributes" / f"{name}.json"))

@@ -145,6 +145,7 @@ class StructGuard(UnlearningMethod):
             "deletion_weight_growth": 0.0,
             "alignment_scaling": "constant",
             "alignment_weight": 1.0,
+            "probe_min_hit_rate": 0.0,
         },
         "default": {
             "projector_init": "residual",
@@ -158,6 +159,7 @@ class StructGuard(UnlearningMethod):
             "deletion_weight_growth": 0.02,
             "alignment_scaling": "forget_ratio",
             "alignment_weight": 30.0,
+            "probe_min_hit_rate": 90.0,
         },
     }
 

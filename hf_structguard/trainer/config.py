@@ -43,6 +43,7 @@ FALLBACK_DEFAULTS = {
     "weight_decay": 0.0,
     "probe_epsilon": 4.0,
     "probes_per_image": 20,
+    "probe_min_hit_rate": 0.0,
     "batchnorm": "joint",
     "stop_check_from_epoch": 0,
     "deletion_loss": "ascent",
@@ -150,6 +151,15 @@ class UnlearningConfig(TrainingArguments):
         },
     )
     probe_num_steps: int = field(default=100, metadata={"help": "PGD iterations of the probes."})
+    probe_min_hit_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Shrinking probe radius (docs/concepts.md#probe-radius): when > 0, probe_epsilon is the largest "
+            "radius, halved (at most 3 times) while the targeted PGD probes of the Before model still reach their "
+            "target class for at least this share (%) of probes; the smallest such radius is used. 0 keeps "
+            "probe_epsilon. Default: the method's (structguard default preset 90, reference preset and baselines 0)."
+        },
+    )
 
     # --- BatchNorm during unlearning steps (all methods) ---
     batchnorm: str | None = field(
@@ -442,6 +452,9 @@ class UnlearningConfig(TrainingArguments):
             f"probe_step_size must be > 0 (or None for 2.5·ε/iterations), got {self.probe_step_size}",
         )
         check_option(self.probe_num_steps >= 1, f"probe_num_steps must be >= 1, got {self.probe_num_steps}")
+        check_option(
+            0 <= self.probe_min_hit_rate <= 100, f"probe_min_hit_rate must be in [0, 100] (%), got {self.probe_min_hit_rate}"
+        )
         check_choices(self, {"batchnorm": BATCHNORM_MODES, "deletion_loss": DELETION_LOSSES})
 
     def _check_batching_and_logging(self) -> None:
