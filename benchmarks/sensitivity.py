@@ -1,15 +1,16 @@
 """How sensitive is StructGuard's default? Each main hyperparameter halved and doubled, all else at the default.
 
 Rows: the default, then ×0.5 and ×2 of the learning rates (model and projector together; λ follows as
-1/learning_rate unless set), λ (``regularization_weight``), the alignment weight, the probe ε and the deletion
-weight growth — each run to complete forgetting on the forget sets ``--k``/``--seeds`` with the reductions of
+1/learning_rate unless set), λ (``regularization_weight``), the alignment weight, the probe hit-rate floor that
+sets the probe radius (doubling is capped at 100 %; on CIFAR-10 the two settle at half and twice the default's
+radius) and the deletion weight growth — each run to complete forgetting on the forget sets ``--k``/``--seeds`` with the reductions of
 ``select_default.py`` (A_r on a fixed 1,000-image retain subsample, A_test on 2,000 test images). Runs are
 appended to ``--out`` and skipped when already there (resumable); ``--report`` writes ``<out stem>.md``, a table
-per k of A_test / A_r (mean over the seeds present), 100−A_f and steps.
+per k of A_test / A_r (mean over the seeds present), 100−A_f, steps and the probe radius used.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/sensitivity.py --before memorised --k 64 --seeds 0 \\
-        --out benchmarks/results/sensitivity/runs.jsonl
-    python benchmarks/sensitivity.py --report --out benchmarks/results/sensitivity/runs.jsonl
+        --out benchmarks/results/sensitivity/shrinking-radius.jsonl
+    python benchmarks/sensitivity.py --report --out benchmarks/results/sensitivity/shrinking-radius.jsonl
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ KNOBS = {
     "learning rates": ("learning_rate", "projector_learning_rate"),
     "λ (regularization_weight)": ("regularization_weight",),
     "alignment weight": ("alignment_weight",),
-    "probe ε": ("probe_epsilon",),
+    "probe hit-rate floor": ("probe_min_hit_rate",),
     "deletion weight growth": ("deletion_weight_growth",),
 }
 FACTORS = (0.5, 2.0)
+#: Upper bounds of knobs that cannot be doubled past them (a hit rate is at most 100 %).
+CAPS = {"probe_min_hit_rate": 100.0}
 
 
 def sensitivity_variants() -> list[tuple[str, str, dict]]:
@@ -41,7 +44,7 @@ def sensitivity_variants() -> list[tuple[str, str, dict]]:
     variants = [("default", "structguard", {})]
     for label, names in KNOBS.items():
         for factor in FACTORS:
-            overrides = {name: getattr(default, name) * factor for name in names}
+            overrides = {name: min(getattr(default, name) * factor, CAPS.get(name, float("inf"))) for name in names}
             variants.append((f"{label} ×{factor:g}", "structguard", overrides))
     return variants
 
@@ -56,13 +59,14 @@ def report(out: Path) -> str:
     lines = []
     for (before, k), by_name in sorted(groups.items()):
         lines += [f"**{before}, k = {k}** (mean over forget seeds; A_r on 1,000 retained training images)", "",
-                  "| variant | seeds | A_test | A_r | 100−A_f | steps |", "|---|---:|---:|---:|---:|---:|"]
+                  "| variant | seeds | A_test | A_r | 100−A_f | steps | probe ε |", "|---|---:|---:|---:|---:|---:|---:|"]
         for name in sorted(by_name, key=lambda n: order.index(n) if n in order else len(order)):
             rs = by_name[name]
             mean = {key: float(np.mean([r[key] for r in rs])) for key in ("A_test", "A_r", "A_f", "steps")}
             seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
+            radii = "/".join(sorted({f"{r['probe_epsilon']:g}" for r in rs if "probe_epsilon" in r})) or "–"
             lines.append(f"| {name} | {seeds} | {mean['A_test']:.2f} | {mean['A_r']:.2f} | {100 - mean['A_f']:.2f} "
-                         f"| {mean['steps']:.0f} |")
+                         f"| {mean['steps']:.0f} | {radii} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 #: The concept anchors that code and other pages link to (docs/concepts.md#<id>).
 CONCEPT_ANCHORS = (
-    "setting", "forget-set", "anchors", "probe-set", "structure", "projector", "losses", "deletion",
+    "setting", "forget-set", "anchors", "probe-set", "probe-radius", "structure", "projector", "losses", "deletion",
     "deletion-weights", "retention", "alignment", "alignment-weight", "regularisation", "classifier-regularisation",
     "importance", "stopping", "metrics", "retrieval", "consistency", "mia", "structural-drift",
 )
