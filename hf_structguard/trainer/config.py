@@ -156,7 +156,7 @@ class UnlearningConfig(TrainingArguments):
         metadata={
             "help": "Shrinking probe radius (docs/concepts.md#probe-radius): when > 0, probe_epsilon is the largest "
             "radius, halved (at most 3 times) while the targeted PGD probes of the Before model still reach their "
-            "target class for at least this share (%) of probes; the smallest such radius is used. 0 keeps "
+            "target class for at least this percentage of probes; the smallest such radius is used. 0 keeps "
             "probe_epsilon. Default: the method's (structguard default preset 90, reference preset and baselines 0)."
         },
     )
