@@ -388,6 +388,33 @@ def test_deletion_weights_grow_only_for_forget_samples_still_recognised(tmp_path
     assert torch.equal(method.deletion_weights, torch.where(recognised, 2.25, 1.0))
 
 
+def test_per_sample_stopping_pushes_only_the_forget_samples_still_recognised(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
+    probe_batch, forget_batch = _batches(forget_images, forget_labels, probes)
+    losses = {}
+    for stopping in (False, True):
+        method, model, _ = _method(tmp_path, anchors, probes, deletion_weight_growth=0.5, per_sample_stopping=stopping)
+        model.train()
+        method.set_train_modes(model, step=0)
+        losses[stopping] = method.compute_loss(model, probe_batch, forget_batch, step=0)["deletion"].item()
+        grown = torch.where(recognised(model, forget_images, forget_labels), 1.5, 1.0)
+        assert torch.equal(method.deletion_weights, grown)  # the growth is the same with or without stopping
+    with torch.no_grad():
+        still = recognised(model, forget_images, forget_labels)
+        logits = model.eval()(forget_images).logits
+        wrong = logits.scatter(1, forget_labels.view(-1, 1), float("-inf")).argmax(1)
+        per_sample = F.cross_entropy(logits, wrong, reduction="none")
+    assert 0 < int(still.sum()) < len(forget_labels), "the tiny model should recognise some, not all"
+    total = len(forget_labels) + len(probe_batch["labels"])
+    assert losses[False] == pytest.approx(per_sample.sum().item() / total, rel=1e-4)
+    assert losses[True] == pytest.approx(per_sample[still].sum().item() / total, rel=1e-4)
+
+
+def recognised(model, images, labels):
+    with torch.no_grad():
+        return model.eval()(images).logits.argmax(1) == labels
+
+
 def test_normalised_importance_takes_lambda_one_over_learning_rate_and_refuses_an_overshooting_one(tmp_path):
     config = UnlearningConfig(
         output_dir=str(tmp_path), method="structguard", importance_normalization="max", learning_rate=0.01

@@ -314,7 +314,7 @@ class StructGuard(UnlearningMethod):
         else:  # the reference: deletion bypasses the projector, retention goes through it
             projected, vectors = self.heads(model, probe_out)
             forget_logits, probe_logits = model.classifier(forget_out), model.classifier(projected)
-        weights = self.grown_deletion_weights(forget_logits, forget_batch)
+        weights = self.deletion_weights_for(forget_logits, forget_batch)
         deletion, retention = weighted_deletion_retention(
             forget_logits, forget_batch["labels"], probe_logits, probe_batch["labels"],
             deletion_loss=self.args.deletion_loss, sample_weights=weights,
@@ -345,21 +345,24 @@ class StructGuard(UnlearningMethod):
             return self.args.alignment_weight * num_forget / max(num_probes, 1)
         return self.args.alignment_weight
 
-    def grown_deletion_weights(self, forget_logits: torch.Tensor, forget_batch: dict) -> torch.Tensor | None:
-        """This batch's deletion weights; then every sample the model still recognises grows its weight by
-        ``1 + deletion_weight_growth``. None (all 1) when the growth is 0."""
-        if not self.args.deletion_weight_growth:
-            return None
-        if self.deletion_weights is None:
-            self.deletion_weights = torch.ones(len(self.forget_images), device=forget_logits.device)
-        index = forget_batch["index"].to(forget_logits.device)
-        weights = self.deletion_weights[index]
+    def deletion_weights_for(self, forget_logits: torch.Tensor, forget_batch: dict) -> torch.Tensor | None:
+        """This batch's deletion weights: the grown weights (``deletion_weight_growth``; then every sample the model
+        still recognises grows its weight by ``1 + deletion_weight_growth``), zero for samples already
+        misclassified with ``per_sample_stopping``. None when every weight is 1."""
         recognised = forget_logits.detach().argmax(dim=1) == forget_batch["labels"]
-        grow = torch.zeros_like(self.deletion_weights)
-        grow[index[recognised]] = 1.0
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(grow, op=dist.ReduceOp.MAX)  # every process sees every process's rows
-        self.deletion_weights *= 1 + self.args.deletion_weight_growth * grow
+        weights = None
+        if self.args.deletion_weight_growth:
+            if self.deletion_weights is None:
+                self.deletion_weights = torch.ones(len(self.forget_images), device=forget_logits.device)
+            index = forget_batch["index"].to(forget_logits.device)
+            weights = self.deletion_weights[index]
+            grow = torch.zeros_like(self.deletion_weights)
+            grow[index[recognised]] = 1.0
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                dist.all_reduce(grow, op=dist.ReduceOp.MAX)  # every process sees every process's rows
+            self.deletion_weights *= 1 + self.args.deletion_weight_growth * grow
+        if self.args.per_sample_stopping:
+            weights = recognised.float() if weights is None else weights * recognised
         return weights
 
     def anchor_matrix(self):

@@ -50,6 +50,7 @@ FALLBACK_DEFAULTS = {
     "regularization_weight": 1.0,
     "importance_normalization": "none",
     "deletion_weight_growth": 0.0,
+    "per_sample_stopping": False,
     "alignment_scaling": "constant",
     "alignment_weight": 1.0,
 }
@@ -317,6 +318,14 @@ class UnlearningConfig(TrainingArguments):
             "recognises it (w <- w·(1+g), a dual-ascent multiplier on the constraint 'misclassified'), so a few "
             "stubborn samples get pushed harder while forgotten ones keep their weight. 0 = fixed weights (the "
             "paper's). Default: the preset's (0.02 in default, 0 in reference).",
+        },
+    )
+    per_sample_stopping: bool | None = field(
+        default=None,
+        metadata={
+            "help": "structguard: push each forget sample only while the model still recognises it; one it already "
+            "misclassifies gets no deletion term in that step (docs/concepts.md#per-sample-stopping), so forgetting "
+            "does not go on deepening after the boundary is crossed. Default: the preset's.",
         },
     )
     deletion_loss: str | None = field(
