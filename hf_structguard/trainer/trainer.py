@@ -151,7 +151,9 @@ class UnlearningTrainer(Trainer):
         self.method.forget_labels = self.forget_labels
         self.method.prepare(model)
         if args.peft and not is_peft_model(model):
-            model = add_lora(model, args.lora_rank, args.lora_alpha, args.lora_target_modules)
+            with torch.random.fork_rng(devices=[]):  # the adapter's init from args.seed, not from what ran before
+                torch.manual_seed(args.seed)
+                model = add_lora(model, args.lora_rank, args.lora_alpha, args.lora_target_modules)
 
         self._term_sums: dict[str, float] = {}
         self._term_steps = 0
