@@ -369,23 +369,19 @@ def test_deletion_weights_grow_only_for_forget_samples_still_recognised(tmp_path
     model.train()
     method.set_train_modes(model, step=0)
     probe_batch, forget_batch = _batches(forget_images, forget_labels, probes)
-    with torch.no_grad():
-        recognised = model.eval()(forget_images).logits.argmax(1) == forget_labels
-    assert 0 < int(recognised.sum()) < len(forget_labels), "the tiny model should recognise some, not all"
+    still = recognised(model, forget_images, forget_labels)
+    assert 0 < int(still.sum()) < len(forget_labels), "the tiny model should recognise some, not all"
     model.train()
     method.set_train_modes(model, step=0)
     first = method.compute_loss(model, probe_batch, forget_batch, step=0)
-    assert torch.equal(method.deletion_weights, torch.where(recognised, 1.5, 1.0))
+    assert torch.equal(method.deletion_weights, torch.where(still, 1.5, 1.0))
     second = method.compute_loss(model, probe_batch, forget_batch, step=1)  # the same model: weights applied
-    with torch.no_grad():
-        logits = model.eval()(forget_images).logits
-        wrong = logits.scatter(1, forget_labels.view(-1, 1), float("-inf")).argmax(1)
-        per_sample = F.cross_entropy(logits, wrong, reduction="none")
+    per_sample = nearest_wrong_losses(model, forget_images, forget_labels)
     total = len(forget_labels) + len(probe_batch["labels"])
     assert first["deletion"].item() == pytest.approx(per_sample.sum().item() / total, rel=1e-4)
-    weighted = (per_sample * torch.where(recognised, 1.5, 1.0)).sum() / total
+    weighted = (per_sample * torch.where(still, 1.5, 1.0)).sum() / total
     assert second["deletion"].item() == pytest.approx(weighted.item(), rel=1e-4)
-    assert torch.equal(method.deletion_weights, torch.where(recognised, 2.25, 1.0))
+    assert torch.equal(method.deletion_weights, torch.where(still, 2.25, 1.0))
 
 
 def test_per_sample_stopping_pushes_only_the_forget_samples_still_recognised(tmp_path):
@@ -399,11 +395,8 @@ def test_per_sample_stopping_pushes_only_the_forget_samples_still_recognised(tmp
         losses[stopping] = method.compute_loss(model, probe_batch, forget_batch, step=0)["deletion"].item()
         grown = torch.where(recognised(model, forget_images, forget_labels), 1.5, 1.0)
         assert torch.equal(method.deletion_weights, grown)  # the growth is the same with or without stopping
-    with torch.no_grad():
-        still = recognised(model, forget_images, forget_labels)
-        logits = model.eval()(forget_images).logits
-        wrong = logits.scatter(1, forget_labels.view(-1, 1), float("-inf")).argmax(1)
-        per_sample = F.cross_entropy(logits, wrong, reduction="none")
+    still = recognised(model, forget_images, forget_labels)
+    per_sample = nearest_wrong_losses(model, forget_images, forget_labels)
     assert 0 < int(still.sum()) < len(forget_labels), "the tiny model should recognise some, not all"
     total = len(forget_labels) + len(probe_batch["labels"])
     assert losses[False] == pytest.approx(per_sample.sum().item() / total, rel=1e-4)
@@ -413,6 +406,14 @@ def test_per_sample_stopping_pushes_only_the_forget_samples_still_recognised(tmp
 def recognised(model, images, labels):
     with torch.no_grad():
         return model.eval()(images).logits.argmax(1) == labels
+
+
+def nearest_wrong_losses(model, images, labels):
+    """Per-sample CE towards the highest-scoring wrong class, computed independently of the method."""
+    with torch.no_grad():
+        logits = model.eval()(images).logits
+        wrong = logits.scatter(1, labels.view(-1, 1), float("-inf")).argmax(1)
+        return F.cross_entropy(logits, wrong, reduction="none")
 
 
 def test_normalised_importance_takes_lambda_one_over_learning_rate_and_refuses_an_overshooting_one(tmp_path):

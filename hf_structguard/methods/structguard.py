@@ -349,6 +349,8 @@ class StructGuard(UnlearningMethod):
         """This batch's deletion weights: the grown weights (``deletion_weight_growth``; then every sample the model
         still recognises grows its weight by ``1 + deletion_weight_growth``), zero for samples already
         misclassified with ``per_sample_stopping``. None when every weight is 1."""
+        if not (self.args.deletion_weight_growth or self.args.per_sample_stopping):
+            return None
         recognised = forget_logits.detach().argmax(dim=1) == forget_batch["labels"]
         weights = None
         if self.args.deletion_weight_growth:
