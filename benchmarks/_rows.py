@@ -28,8 +28,8 @@ VARIANT_ROWS: dict[str, tuple[str, dict]] = {
     # deletion in L2UL
     "structguard[ascent]": ("structguard", {"deletion_loss": "ascent"}),
     "l2ul[nearest-wrong]": ("l2ul", {"deletion_loss": "nearest_wrong"}),
-    # the candidate for the next default (docs/methods.md#per-sample-stopping)
-    "structguard[per-sample-stopping]": ("structguard", {"per_sample_stopping": True}),
+    # the default before per-sample stopping (docs/methods.md#per-sample-stopping)
+    "structguard[no-per-sample-stopping]": ("structguard", {"per_sample_stopping": False}),
     # StructGuard ablations (paper Tables 4-6): structure-aware alignment (SA), regularisation (SR),
     # classifier regularisation (CR)
     "structguard[-SA]": ("structguard", {"use_alignment": False}),

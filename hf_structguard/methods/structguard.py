@@ -28,7 +28,8 @@ Two presets (:attr:`StructGuard.presets`, picked with ``preset``):
   class instead of the unbounded ``−CE``), BatchNorm running statistics frozen at the Before model's,
   importance once at step 1 scaled into [0, 1] with λ = 1/learning_rate (``importance_normalization="max"``),
   per-sample deletion weights that grow 2 % per step while the sample is still recognised
-  (``deletion_weight_growth``), an alignment weight that follows the request (30·n_f/n_a: the structure is
+  (``deletion_weight_growth``) and no deletion term for a sample already misclassified
+  (``per_sample_stopping``), an alignment weight that follows the request (30·n_f/n_a: the structure is
   defended in proportion to the deletion's share of the minibatch, which grows with k), PGD step
   2.5·ε/iterations, stop from the first step. Chosen on retained
   training data (A_r) over forget seeds (README, "Choosing the default").
@@ -157,6 +158,7 @@ class StructGuard(UnlearningMethod):
             "stop_check_from_epoch": 0,
             "importance_normalization": "max",
             "deletion_weight_growth": 0.02,
+            "per_sample_stopping": True,
             "alignment_scaling": "forget_ratio",
             "alignment_weight": 30.0,
             "probe_min_hit_rate": 90.0,
