@@ -78,8 +78,10 @@ def test_requests_are_one_seeded_permutation_and_the_receipt_covers_their_union(
 
 def test_a_lora_sequence_is_one_adapter_on_the_before_model(tmp_path):
     output_dir = tmp_path / "out"
+    # 30 passes: with per-sample stopping the first request takes 11 steps, one more than 10 passes allow here
     results = sequential_script.main([*TINY, "--num_requests", "2", "--request_k", "4", "--peft", "lora",
-                                      "--importance_num_samples", "64", "--lora_rank", "4", "--learning_rate", "0.05", "--output_dir", str(output_dir)])
+                                      "--importance_num_samples", "64", "--lora_rank", "4", "--learning_rate", "0.05",
+                                      "--num_train_epochs", "30", "--output_dir", str(output_dir)])
     requests = results["methods"]["structguard"]["requests"]
     assert [r["A_f_union"] for r in requests] == [0.0, 0.0]
     assert requests[0]["trainable_parameters"] == requests[1]["trainable_parameters"]  # the same adapter
