@@ -98,14 +98,12 @@ def test_default_preset_terms_run_on_the_deployed_path_with_frozen_batchnorm(tmp
     assert all(torch.equal(b, buffers[name]) for name, b in model.named_buffers())  # running statistics kept
     model.eval()
     with torch.no_grad():
-        W, b = model.classifier.weight, model.classifier.bias
         n = 6 + 8
-        forget_logits = model(forget_images).logits  # deployed h(p(g(x)))
-        nearest_wrong = forget_logits.scatter(1, forget_labels.view(-1, 1), float("-inf")).argmax(1)
-        still = forget_logits.argmax(1) == forget_labels  # per-sample stopping: only these are pushed
+        # bounded, on the deployed path h(p(g(x))): towards the nearest wrong class, only for the images still
+        # recognised (per-sample stopping)
+        still = recognised(model, forget_images, forget_labels)
         assert 0 < int(still.sum()) < len(forget_labels), "the tiny model should recognise some, not all"
-        # bounded: towards the nearest wrong class
-        deletion = _cross_entropy_sum(forget_logits[still], nearest_wrong[still]) / n
+        deletion = nearest_wrong_losses(model, forget_images, forget_labels)[still].sum() / n
         retention = _cross_entropy_sum(model(probe_batch["pixel_values"]).logits, probe_batch["labels"]) / n
         # a residual projector is read at its output through the same seeded map as the original features
         M, A = anchor_space_map(64, 32, 0), anchors.embeddings
