@@ -45,6 +45,7 @@ VOLATILE_CONFIG_FIELDS = (
 ADDED_CONFIG_FIELDS = {
     "importance_normalization": "none", "deletion_weight_growth": 0.0, "alignment_scaling": "constant",
     "forget_accuracy_target": "zero", "probe_min_hit_rate": 0.0, "per_sample_stopping": False,
+    "deletion_margin": 0.0,
 }
 
 

@@ -37,6 +37,7 @@ CHECKPOINTS = {"memorised": "resnet18-cifar10-jpeg-memorised", "generalising": "
 RECORDED_FIELDS = (
     "learning_rate", "batchnorm", "deletion_loss", "importance_normalization", "regularization_weight",
     "deletion_weight_growth", "alignment_weight", "alignment_scaling", "probe_min_hit_rate", "preset",
+    "per_sample_stopping", "deletion_margin",
 )
 
 

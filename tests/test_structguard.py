@@ -406,6 +406,31 @@ def test_per_sample_stopping_pushes_only_the_forget_samples_still_recognised(tmp
     assert losses[True] == pytest.approx(per_sample[still].sum().item() / total, rel=1e-4)
 
 
+def test_deletion_margin_keeps_pushing_samples_until_they_are_that_far_past_the_boundary(tmp_path):
+    forget_images, forget_labels, probes, anchors = tiny_problem(anchor_dim=32)
+    probe_batch, forget_batch = _batches(forget_images, forget_labels, probes)
+    model = tiny_model()
+    with torch.no_grad():
+        logits = copy.deepcopy(model).eval()(forget_images).logits
+    labels = forget_labels.view(-1, 1)
+    past = logits.scatter(1, labels, float("-inf")).max(1).values - logits.gather(1, labels).squeeze(1)
+    misclassified = past[past > 0].sort().values
+    assert len(misclassified) >= 2, "the tiny model should misclassify some forget samples"
+    margin = float(misclassified[:2].mean())  # between the two samples closest to the boundary
+    method, model, _ = _method(tmp_path, anchors, probes, model=model, per_sample_stopping=True,
+                               deletion_weight_growth=0.0, deletion_margin=margin)
+    model.train()
+    method.set_train_modes(model, step=0)
+    deletion = method.compute_loss(model, probe_batch, forget_batch, step=0)["deletion"].item()
+    per_sample = nearest_wrong_losses(model, forget_images, forget_labels)
+    total = len(forget_labels) + len(probe_batch["labels"])
+    pushed = past < margin  # the recognised ones and the misclassified one still within the margin
+    assert 0 < int((pushed & (past > 0)).sum()) < len(misclassified)
+    assert deletion == pytest.approx(per_sample[pushed].sum().item() / total, rel=1e-4)
+    with pytest.raises(ValueError, match="only acts with per_sample_stopping"):
+        UnlearningConfig(output_dir=str(tmp_path), method="structguard", per_sample_stopping=False, deletion_margin=1.0)
+
+
 def recognised(model, images, labels):
     with torch.no_grad():
         return model.eval()(images).logits.argmax(1) == labels

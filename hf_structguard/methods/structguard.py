@@ -183,7 +183,10 @@ class StructGuard(UnlearningMethod):
         check_option(config.importance_normalization == "none" or penalty_step <= 2,
                f"regularization_weight·learning_rate = {penalty_step:g} > 2: with normalised importance the "
                "penalty's SGD step overshoots and diverges; lower regularization_weight (1/learning_rate is the default)")
-        for name in ("alignment_weight", "regularization_weight", "classifier_reg_weight", "deletion_weight_growth"):
+        check_option(config.deletion_margin == 0 or config.per_sample_stopping,
+               f"deletion_margin = {config.deletion_margin:g} only acts with per_sample_stopping; turn that on or set 0")
+        for name in ("alignment_weight", "regularization_weight", "classifier_reg_weight", "deletion_weight_growth",
+                     "deletion_margin"):
             check_option(getattr(config, name) >= 0, f"{name} must be >= 0, got {getattr(config, name)}")
         check_option(0 <= config.classifier_l1_ratio <= 1,
                f"classifier_l1_ratio must be in [0, 1], got {config.classifier_l1_ratio}")
@@ -350,7 +353,7 @@ class StructGuard(UnlearningMethod):
     def deletion_weights_for(self, forget_logits: torch.Tensor, forget_batch: dict) -> torch.Tensor | None:
         """This batch's deletion weights: the grown weights (``deletion_weight_growth``; then every sample the model
         still recognises grows its weight by ``1 + deletion_weight_growth``), zero for samples already
-        misclassified with ``per_sample_stopping``. None when every weight is 1."""
+        misclassified by at least ``deletion_margin`` with ``per_sample_stopping``. None when every weight is 1."""
         if not (self.args.deletion_weight_growth or self.args.per_sample_stopping):
             return None
         recognised = forget_logits.detach().argmax(dim=1) == forget_batch["labels"]
@@ -366,7 +369,12 @@ class StructGuard(UnlearningMethod):
                 dist.all_reduce(grow, op=dist.ReduceOp.MAX)  # every process sees every process's rows
             self.deletion_weights *= 1 + self.args.deletion_weight_growth * grow
         if self.args.per_sample_stopping:
-            weights = recognised.float() if weights is None else weights * recognised
+            pushed = recognised
+            if self.args.deletion_margin:
+                logits, labels = forget_logits.detach(), forget_batch["labels"].view(-1, 1)
+                past_boundary = logits.scatter(1, labels, float("-inf")).amax(dim=1) - logits.gather(1, labels).squeeze(1)
+                pushed = recognised | (past_boundary < self.args.deletion_margin)
+            weights = pushed.float() if weights is None else weights * pushed
         return weights
 
     def anchor_matrix(self):

@@ -51,6 +51,7 @@ FALLBACK_DEFAULTS = {
     "importance_normalization": "none",
     "deletion_weight_growth": 0.0,
     "per_sample_stopping": False,
+    "deletion_margin": 0.0,
     "alignment_scaling": "constant",
     "alignment_weight": 1.0,
 }
@@ -326,6 +327,15 @@ class UnlearningConfig(TrainingArguments):
             "help": "structguard: push each forget sample only while the model still recognises it; one it already "
             "misclassifies gets no deletion term in that step (docs/concepts.md#per-sample-stopping), so forgetting "
             "does not go on deepening after the boundary is crossed. Default: the preset's.",
+        },
+    )
+    deletion_margin: float | None = field(
+        default=None,
+        metadata={
+            "help": "structguard with per_sample_stopping: keep pushing a forget sample until its highest wrong logit "
+            "exceeds its true-class logit by this margin, so a sample released just past the boundary does not "
+            "drift back while retention pulls the model towards the Before model. 0 = released at the boundary. "
+            "Default: the preset's (0).",
         },
     )
     deletion_loss: str | None = field(
