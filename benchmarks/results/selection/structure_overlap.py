@@ -1,8 +1,9 @@
 """Diagnostic for docs/methods.md#alignment-rule-search: how much a probe's structure resembles its forget image's.
 
-Wraps ``scripts/run.py`` (same options), stops right after StructGuard's ``prepare`` and prints, over the probe set:
-the cosine between each probe's ``S_ori`` row and that of the forget image it was made from, the same against
-another forget image (the part every row shares), their centred (Pearson) versions, and the feature-space cosine.
+Wraps ``scripts/run.py`` (same options), stops right after StructGuard's ``prepare`` and prints, over the probe set,
+``1 − L_align`` (the cosine measure, :func:`hf_structguard.structure.alignment_loss`) between each probe's ``S_ori``
+row and that of the forget image it was made from, the same against another forget image (the part every row
+shares), their centred (Pearson) versions, and the same cosine between backbone features.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/results/selection/structure_overlap.py \\
         --output_dir /tmp/overlap --forget_k 64 --save_models false --plots false
@@ -11,9 +12,8 @@ another forget image (the part every row shares), their centred (Pearson) versio
 import runpy
 import sys
 
-import torch.nn.functional as F
-
 from hf_structguard.methods import structguard
+from hf_structguard.structure import alignment_loss
 
 prepare = structguard.StructGuard.prepare
 
@@ -31,7 +31,7 @@ def report_and_stop(self, model):
     s_forget = self.space.feature_structure(forget_features)
 
     def mean_cos(a, b):
-        return F.cosine_similarity(a, b, dim=1).mean().item()
+        return 1 - alignment_loss(a, b, measure="cosine").item()
 
     print(
         f"STRUCTURE OVERLAP (probe ε {self.probes.config.epsilon}): "
