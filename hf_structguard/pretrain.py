@@ -76,7 +76,7 @@ def thread_independent() -> Iterator[None]:
     """Run the block on one CPU thread with deterministic algorithms, then restore both settings.
 
     Parallel CPU kernels split their sums by thread count, so the same seed trains different weights on
-    1 and on 2 threads; one thread gives the same bits everywhere.
+    1 and on 2 threads; one thread gives the same bits on a machine whatever its thread count.
     """
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
